@@ -1,0 +1,65 @@
+"""A request as the engine sees it, and the result the engine reports for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kvcache.engine.hashing import BlockHash
+
+
+@dataclass(slots=True)
+class Request:
+    """One prompt to run through the cache.
+
+    Token positions are *KV positions*. For token traces ``kv_prompt_tokens`` is the
+    prompt length. For hash-id traces in ``trace`` hit-cap mode every hash id is a
+    whole block, so ``kv_prompt_tokens = len(hash_ids) * block_size``.
+
+    Attributes:
+        block_keys: keys of the full blocks this request will write, prompt blocks
+            first, then blocks filled during decode. Tokens without a key (a partial
+            tail) are never cached.
+        prompt_tokens: the prompt length that is reported (``input_length``).
+        output_tokens: tokens generated; KV exists for ``prompt + output - 1`` tokens
+            because the last sampled token is never computed.
+        hit_cap_tokens: most tokens a lookup may hit. vLLM caps at
+            ``prompt - 1`` so the last prompt token is recomputed for its logits.
+    """
+
+    request_id: str
+    block_keys: list[BlockHash]
+    prompt_tokens: int
+    kv_prompt_tokens: int
+    output_tokens: int
+    hit_cap_tokens: int
+    session_id: str | None = None
+    org: str | None = None
+    arrival: float = 0.0
+    index: int = 0
+    num_computed_tokens: int = field(default=0)
+
+    @property
+    def num_kv_tokens(self) -> int:
+        """Tokens whose KV is computed over the request's life (at least the prompt)."""
+        return self.kv_prompt_tokens + max(self.output_tokens, 1) - 1
+
+
+@dataclass(slots=True)
+class RequestResult:
+    """What the cache did for one request.
+
+    ``blocks`` counts the full prompt blocks (the denominator of block_hit_rate);
+    ``first_miss_block`` is the index of the first prompt block that missed, or
+    ``None`` when every full prompt block hit.
+    """
+
+    request_id: str
+    session_id: str | None
+    org: str | None
+    arrival: float
+    prompt_tokens: int
+    cached_tokens: int
+    hit_blocks: int
+    blocks: int
+    first_miss_block: int | None
+    rejected: bool = False

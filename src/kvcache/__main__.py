@@ -1,0 +1,3 @@
+from kvcache.cli.main import main
+
+main()
