@@ -1,0 +1,146 @@
+"""The output object: one place that turns results into a table, JSON or CSV/JSONL."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from kvcache.cli.errors import UsageError
+
+PER_REQUEST_FIELDS = (
+    "request_id", "session_id", "org", "arrival", "prompt_tokens", "cached_tokens",
+    "hit_blocks", "blocks", "first_miss_block", "rejected",
+)
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x:.4f} ({x * 100:.1f}%)"
+
+
+@dataclass
+class Output:
+    """Renders a result in the chosen format.
+
+    Attributes:
+        format: ``table`` (rich, for people) or ``json`` (one object on stdout).
+        quiet: suppress progress bars and notes on stderr.
+    """
+
+    format: str = "table"
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in ("table", "json"):
+            raise UsageError(f"unknown output format {self.format!r}; choose table or json")
+
+    # ------------------------------------------------------------------ progress
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Any]:
+        """A rich progress bar on stderr, or a no-op when quiet or not a TTY.
+
+        Yields a callable ``advance(n)``.
+        """
+        if self.quiet or not sys.stderr.isatty():
+            yield lambda n=1: None
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
+        columns += [DownloadColumn()] if total else []
+        columns += [TimeElapsedColumn()]
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            print(f"kvcache: warning: {message}", file=sys.stderr)
+
+    # ------------------------------------------------------------------ replay
+    def replay(self, data: dict[str, Any], top: int = 10) -> None:
+        if self.format == "json":
+            json.dump(data, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        s = data["summary"]
+        cap = "unbounded" if s["capacity_blocks"] is None else f"{s['capacity_blocks']:,} blocks ({s['usable_blocks']:,} usable)"
+        t = Table(title=f"kvcache replay: {s['trace']} ({s['input_format']})", show_header=True)
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        t.add_column("definition", style="dim")
+        t.add_row("requests", f"{s['requests']:,}", "")
+        t.add_row("prompt tokens", f"{s['prompt_tokens']:,}", "")
+        t.add_row("cached tokens", f"{s['cached_tokens']:,}", "prompt tokens served from the prefix cache")
+        t.add_row("token hit rate", _fmt_rate(s["token_hit_rate"]), s["definitions"]["token_hit_rate"])
+        t.add_row("prompt blocks", f"{s['blocks']:,}", f"full blocks of {s['block_size']} tokens (every trace block for hit cap none)")
+        t.add_row("hit blocks", f"{s['hit_blocks']:,}", "leading blocks found in the cache")
+        t.add_row("block hit rate", _fmt_rate(s["block_hit_rate"]), s["definitions"]["block_hit_rate"])
+        t.add_row("capacity", cap, "--kv-blocks counts vLLM's reserved null block")
+        t.add_row("evicted blocks", f"{s['evicted_blocks']:,}", "cached blocks reallocated (LRU)")
+        if s["rejected_requests"]:
+            t.add_row("rejected requests", f"{s['rejected_requests']:,}", "too large for the whole pool")
+        t.add_row("skipped lines", f"{s['skipped_lines']:,}", "malformed lines skipped by --skip-invalid")
+        console.print(t)
+        self._group_table(console, Table, "orgs", data["orgs"], ["org"], top)
+        self._group_table(console, Table, "sessions (most uncached tokens first)", data["sessions"], ["session_id", "org"], top)
+        for note in s["notes"]:
+            console.print(f"[dim]note: {note}[/dim]")
+
+    @staticmethod
+    def _group_table(console: Any, table_cls: Any, title: str, rows: list[dict[str, Any]], keys: list[str], top: int) -> None:
+        if not rows:
+            return
+        shown = rows[:top]
+        more = f" (top {top} of {len(rows)})" if len(rows) > top else ""
+        t = table_cls(title=f"{title}{more}")
+        for k in keys:
+            t.add_column(k)
+        for k in ("requests", "prompt tokens", "cached tokens", "token hit rate", "block hit rate"):
+            t.add_column(k, justify="right")
+        for r in shown:
+            t.add_row(
+                *[str(r[k]) if r[k] is not None else "-" for k in keys],
+                f"{r['requests']:,}", f"{r['prompt_tokens']:,}", f"{r['cached_tokens']:,}",
+                f"{r['token_hit_rate']:.4f}", f"{r['block_hit_rate']:.4f}",
+            )
+        console.print(t)
+
+
+class PerRequestWriter:
+    """Writes one row per request to ``.csv`` or ``.jsonl``, as results arrive."""
+
+    def __init__(self, path: str) -> None:
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".csv", ".jsonl"):
+            raise UsageError(f"--per-request must end in .csv or .jsonl, got {path!r}")
+        self.path = path
+        self.kind = suffix[1:]
+        try:
+            self._fh: IO[str] = open(path, "w", newline="", encoding="utf-8")
+        except OSError as e:
+            from kvcache.engine.errors import KVCacheError
+
+            raise KVCacheError(f"{path}: cannot write: {e.strerror}") from e
+        self._csv = csv.writer(self._fh) if self.kind == "csv" else None
+        if self._csv is not None:
+            self._csv.writerow(PER_REQUEST_FIELDS)
+
+    def write(self, result: Any) -> None:
+        row = [getattr(result, f) for f in PER_REQUEST_FIELDS]
+        if self._csv is not None:
+            self._csv.writerow(["" if v is None else v for v in row])
+        else:
+            self._fh.write(json.dumps(dict(zip(PER_REQUEST_FIELDS, row))) + "\n")
+
+    def close(self) -> None:
+        self._fh.close()

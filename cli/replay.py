@@ -1,0 +1,112 @@
+"""``kvcache replay``: replay a trace through the prefix-cache engine."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kvcache.cli.errors import UsageError, handle_errors
+
+
+class InputFormat(str, Enum):
+    auto = "auto"
+    native = "native"
+    token_ids = "token-ids"
+    mooncake = "mooncake"
+
+
+class HashChoice(str, Enum):
+    xxh3_128 = "xxh3_128"
+    sha256 = "sha256"
+
+
+class FreeOrderChoice(str, Enum):
+    current = "current"
+    classic = "classic"
+
+
+class HitCapChoice(str, Enum):
+    auto = "auto"
+    vllm = "vllm"
+    none = "none"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@handle_errors
+def replay(
+    trace: str = typer.Argument(..., help="Trace file: .jsonl, .jsonl.gz, or - for stdin.", show_default=False),
+    output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table for people, json for machines."),
+    per_request: Optional[str] = typer.Option(None, "--per-request", metavar="FILE", help="Write one row per request to FILE (.csv or .jsonl)."),
+    input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format", help="Trace format; auto-detected from the first line."),
+    block_size: int = typer.Option(16, "--block-size", min=1, help="Tokens per KV block for token traces (vLLM default 16)."),
+    trace_block_size: Optional[int] = typer.Option(None, "--trace-block-size", min=1, help="Tokens per hash id in block-hash traces [default: 512]."),
+    kv_blocks: Optional[int] = typer.Option(None, "--kv-blocks", min=2, help="Pool size in blocks, counting vLLM's reserved null block (N-1 usable). Default: unbounded."),
+    kv_memory: Optional[str] = typer.Option(None, "--kv-memory", help="Pool size as KV memory, e.g. 80GiB; needs --model-shape."),
+    model_shape: Optional[str] = typer.Option(None, "--model-shape", help="Model whose KV shape sizes a block, e.g. llama-3.1-8b (see engine/data/model_shapes.json)."),
+    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV dtype for --kv-memory (bfloat16, float16, fp8, float32) [default: the model's]."),
+    hash_algo: HashChoice = typer.Option(HashChoice.xxh3_128, "--hash", help="Block hash: xxh3_128 (fast) or sha256 (vLLM's default, bit-exact). Hit results are identical."),
+    free_order: FreeOrderChoice = typer.Option(FreeOrderChoice.current, "--free-order", help="current: vLLM>=0.28 puts freed unhashed blocks at the free-queue head; classic: vLLM<=0.27 appends every freed block."),
+    hit_cap: HitCapChoice = typer.Option(HitCapChoice.auto, "--hit-cap", help="vllm: hits stop at prompt-1 tokens on full blocks; none: every trace block may hit (Mooncake convention); auto: none for block-hash traces, vllm otherwise."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed lines (reported as skipped_lines) instead of failing."),
+    sort: bool = typer.Option(False, "--sort", help="Buffer the trace and sort it by arrival; without it arrivals must not go backwards."),
+    top: int = typer.Option(10, "--top", min=0, help="Sessions and orgs shown in the table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or warnings on stderr."),
+) -> None:
+    """Replay a trace and report block-level prefix-cache hit rates.
+
+    Requests run one at a time in arrival order (sequential replay: they do not
+    overlap in time yet). Each request looks up the longest cached prefix of its
+    prompt with vLLM v1's rules (16-token blocks, chained hashes, org as cache
+    salt, LRU eviction), then its prompt blocks, and its output blocks when the
+    trace records the reply, are cached when it completes.
+    """
+    from kvcache.analyzers.replay_report import run_replay
+    from kvcache.cli.output import Output, PerRequestWriter
+    from kvcache.engine.capacity import resolve_num_blocks
+    from kvcache.engine.config import CacheConfig
+    from kvcache.engine.errors import ConfigError
+    from kvcache.engine.traces.io import trace_size
+    from kvcache.engine.traces.stream import RequestStream, StreamOptions
+
+    out = Output(output_format.value, quiet)
+    if kv_memory is None and (model_shape is not None or kv_dtype is not None):
+        raise UsageError("--model-shape and --kv-dtype only size the pool together with --kv-memory")
+    try:
+        options = StreamOptions(
+            input_format=input_format.value, block_size=block_size, trace_block_size=trace_block_size,
+            hash_algo=hash_algo.value, hit_cap=hit_cap.value, skip_invalid=skip_invalid, sort=sort,
+        )
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    stream = RequestStream(trace, options)
+    if stream.format != "mooncake" and trace_block_size is not None:
+        raise UsageError("--trace-block-size applies to block-hash traces only")
+    bs = stream.block_size
+    num_blocks = resolve_num_blocks(bs, kv_blocks, kv_memory, model_shape, kv_dtype)
+    config = CacheConfig(block_size=bs, num_blocks=num_blocks, hash_algo=hash_algo.value, free_order=free_order.value)
+    writer = PerRequestWriter(per_request) if per_request else None
+    try:
+        with out.progress(f"replaying {Path(trace).name if trace != '-' else 'stdin'}", trace_size(trace)) as advance:
+            last = [0]
+
+            def on_result(result: object) -> None:
+                if writer is not None:
+                    writer.write(result)
+                advance(stream.bytes_read - last[0])
+                last[0] = stream.bytes_read
+
+            report = run_replay(stream, config, on_result)
+    finally:
+        if writer is not None:
+            writer.close()
+    if report.skipped:
+        first = ", ".join(f"line {s['line']}: {s['reason']}" for s in report.skipped[:3])
+        out.warn(f"skipped {len(report.skipped)} malformed line(s) ({first}{', ...' if len(report.skipped) > 3 else ''})")
+    out.replay(report.to_dict(), top=top)

@@ -1,0 +1,39 @@
+"""The native kvcache JSONL format (documented in sample_traces/README.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvcache.engine.traces.records import FieldReader, TraceRecord
+from kvcache.engine.traces.render import RenderError, render_segments
+
+NAME = "native"
+
+
+def looks_like(obj: dict[str, Any]) -> bool:
+    return "messages" in obj and "prompt_token_ids" not in obj
+
+
+def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
+    f = FieldReader(obj, path, line)
+    if "messages" not in obj:
+        raise f.fail("expected a 'messages' list (native kvcache format)")
+    try:
+        segments = render_segments(obj.get("tools"), obj.get("system"), obj.get("messages"))
+    except RenderError as e:
+        raise f.fail(str(e)) from None
+    output_text = obj.get("output_text")
+    if output_text is not None and not isinstance(output_text, str):
+        raise f.fail("expected 'output_text' to be a string")
+    return TraceRecord(
+        line=line,
+        request_id=f.str_or_none("request_id") or f"line-{line}",
+        session_id=f.str_or_none("session_id"),
+        org=f.str_or_none("org"),
+        arrival=f.number_or_none("arrival"),
+        model=f.str_or_none("model"),
+        segments=segments,
+        output_text=output_text,
+        output_length=f.count_or_none("output_length"),
+        lora_name=f.str_or_none("lora"),
+    )

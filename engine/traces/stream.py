@@ -1,0 +1,237 @@
+"""From a trace file to a stream of engine requests.
+
+Reads lines, detects the format, parses records, checks arrival order, then
+tokenizes (memoised per segment) and hashes each record into a
+:class:`~kvcache.engine.request.Request`. Everything streams: memory grows with
+the distinct text and blocks seen, not with the length of the trace.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from kvcache.engine.config import DEFAULT_BLOCK_SIZE, HIT_CAPS, HashAlgo, HitCap
+from kvcache.engine.errors import ConfigError, TraceError
+from kvcache.engine.hashing import BlockHash, hash_token_blocks
+from kvcache.engine.request import Request
+from kvcache.engine.traces import mooncake
+from kvcache.engine.traces.detect import FORMATS, READERS, detect_format
+from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
+from kvcache.engine.traces.records import TraceRecord
+from kvcache.engine.traces.render import render_reply
+from kvcache.engine.traces.tokenizer import SegmentTokenizer
+
+
+@dataclass(slots=True)
+class StreamOptions:
+    """How to read a trace.
+
+    Attributes:
+        input_format: ``auto`` or one of :data:`FORMATS`.
+        block_size: engine block size for token traces.
+        trace_block_size: tokens per hash id in block-hash traces (512 if unset).
+        hit_cap: ``vllm`` caps hits at prompt-1 tokens over full blocks; ``none``
+            counts every trace block (Mooncake's convention); ``auto`` picks
+            ``none`` for block-hash traces and ``vllm`` otherwise.
+        skip_invalid: skip malformed lines (they are counted) instead of failing.
+        sort: buffer the trace and sort it by arrival (stable) instead of
+            requiring arrivals in file order.
+    """
+
+    input_format: str = "auto"
+    block_size: int = DEFAULT_BLOCK_SIZE
+    trace_block_size: int | None = None
+    hash_algo: HashAlgo = "xxh3_128"
+    hit_cap: HitCap = "auto"
+    tokenizer: str = "cl100k_base"
+    skip_invalid: bool = False
+    sort: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input_format != "auto" and self.input_format not in FORMATS:
+            raise ConfigError(f"unknown input format {self.input_format!r}; choose auto or one of {', '.join(FORMATS)}")
+        if self.hit_cap not in HIT_CAPS:
+            raise ConfigError(f"unknown hit cap {self.hit_cap!r}; choose one of {', '.join(HIT_CAPS)}")
+        if self.trace_block_size is not None and self.trace_block_size < 1:
+            raise ConfigError(f"--trace-block-size must be positive, got {self.trace_block_size}")
+
+
+@dataclass(slots=True)
+class SkippedLine:
+    line: int
+    reason: str
+
+
+@dataclass
+class RequestStream:
+    """Iterate over the requests of one trace file.
+
+    After (or during) iteration, ``format``, ``block_size``, ``skipped`` and
+    ``bytes_read`` describe what was read.
+    """
+
+    path: str
+    options: StreamOptions = field(default_factory=StreamOptions)
+    format: str | None = None
+    skipped: list[SkippedLine] = field(default_factory=list)
+    bytes_read: int = 0
+    _tokenizer: SegmentTokenizer | None = None
+
+    def __post_init__(self) -> None:
+        self._lines: Iterator[TraceLine] = iter_lines(self.path)
+        self._first = self._peek_first()
+
+    # ------------------------------------------------------------------ reading
+    def _peek_first(self) -> tuple[TraceLine, dict] | None:
+        """Read lines up to the first valid JSON object and fix the format."""
+        for line in self._lines:
+            try:
+                obj = parse_json_object(line, self.path)
+                fmt = self.options.input_format
+                self.format = detect_format(obj, self.path, line.number) if fmt == "auto" else fmt
+                return line, obj
+            except TraceError as e:
+                if not self.options.skip_invalid:
+                    raise
+                self.bytes_read += line.nbytes
+                self.skipped.append(SkippedLine(line.number, e.message))
+        raise TraceError(self.path, None, "no valid request in the trace")
+
+    @property
+    def block_size(self) -> int:
+        """Tokens per block used for this trace (the trace's own for hash-id traces)."""
+        if self.format == mooncake.NAME:
+            return self.options.trace_block_size or mooncake.DEFAULT_BLOCK_SIZE
+        return self.options.block_size
+
+    @property
+    def hit_cap(self) -> str:
+        if self.options.hit_cap != "auto":
+            return self.options.hit_cap
+        return "none" if self.format == mooncake.NAME else "vllm"
+
+    @property
+    def tokenizer(self) -> SegmentTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = SegmentTokenizer(self.options.tokenizer)
+        return self._tokenizer
+
+    def records(self) -> Iterator[TraceRecord]:
+        """Parsed records in file order; malformed lines raise or are skipped."""
+        assert self.format is not None
+        reader = READERS[self.format]
+        first_line, first_obj = self._first  # type: ignore[misc]
+        pending: Iterator[tuple[TraceLine, dict | None]] = itertools.chain(
+            [(first_line, first_obj)], ((ln, None) for ln in self._lines)
+        )
+        for line, obj in pending:
+            self.bytes_read += line.nbytes
+            try:
+                if obj is None:
+                    obj = parse_json_object(line, self.path)
+                yield reader.parse(obj, self.path, line.number)
+            except TraceError as e:
+                if not self.options.skip_invalid:
+                    raise
+                self.skipped.append(SkippedLine(line.number, e.message))
+
+    def ordered_records(self) -> Iterator[TraceRecord]:
+        """Records in arrival order (file order among equal or missing arrivals)."""
+        if self.options.sort:
+            buffered = list(self.records())
+            last = 0.0
+            for r in buffered:  # a missing arrival inherits the previous one
+                last = r.arrival if r.arrival is not None else last
+                r.arrival = last
+            buffered.sort(key=lambda r: r.arrival)  # type: ignore[arg-type,return-value]
+            yield from buffered
+            return
+        last = float("-inf")
+        for r in self.records():
+            if r.arrival is None:
+                r.arrival = 0.0 if last == float("-inf") else last
+            elif r.arrival < last:
+                raise TraceError(
+                    self.path, r.line,
+                    f"arrival {r.arrival:g} is earlier than the previous request's {last:g}; "
+                    "requests replay in arrival order, so sort the file or pass --sort",
+                )
+            last = r.arrival
+            yield r
+
+    # ------------------------------------------------------------------ requests
+    def __iter__(self) -> Iterator[Request]:
+        for index, rec in enumerate(self.ordered_records()):
+            yield self.to_request(rec, index)
+
+    def to_request(self, rec: TraceRecord, index: int) -> Request:
+        """Tokenize/hash one record into an engine request."""
+        if rec.hash_ids is not None:
+            return self._hash_id_request(rec, index)
+        bs = self.block_size
+        if rec.segments is not None:
+            prompt = self.tokenizer.encode_segments(rec.segments)
+            outputs = self.tokenizer.encode(render_reply(rec.output_text)) if rec.output_text is not None else None
+        else:
+            prompt = rec.prompt_token_ids or []
+            outputs = rec.output_token_ids
+        if not prompt:
+            raise TraceError(self.path, rec.line, "the prompt renders to zero tokens")
+        n_out = len(outputs) if outputs is not None else (rec.output_length or 0)
+        n_prompt = len(prompt)
+        kv_tokens = n_prompt + max(n_out, 1) - 1
+        salt = rec.org
+        if outputs is not None:
+            keys = hash_token_blocks(prompt + outputs[: kv_tokens - n_prompt], bs, self.options.hash_algo, salt, rec.lora_name)
+        else:
+            keys = hash_token_blocks(prompt, bs, self.options.hash_algo, salt, rec.lora_name)
+            keys.extend(_unknown_output_keys(index, len(keys), kv_tokens // bs))
+        cap = n_prompt - 1 if self.hit_cap == "vllm" else n_prompt
+        return Request(
+            request_id=rec.request_id, block_keys=keys, prompt_tokens=n_prompt, kv_prompt_tokens=n_prompt,
+            output_tokens=n_out, hit_cap_tokens=cap, session_id=rec.session_id, org=rec.org,
+            arrival=rec.arrival or 0.0, index=index,
+        )
+
+    def _hash_id_request(self, rec: TraceRecord, index: int) -> Request:
+        bs = self.block_size
+        ids = rec.hash_ids or []
+        n_prompt = rec.input_length or 0
+        need = -(-n_prompt // bs)
+        if len(ids) < need:
+            raise TraceError(
+                self.path, rec.line,
+                f"input_length {n_prompt} needs {need} blocks of {bs} tokens but hash_ids has {len(ids)}; "
+                "check --trace-block-size",
+            )
+        n_out = rec.output_length or 0
+        keys: list[BlockHash]
+        org = rec.org
+        if self.hit_cap == "none":
+            # Every hash id is a whole block, as the trace's producer hashed it.
+            kv_prompt = len(ids) * bs
+            keys = list(ids) if not org else [(org, h) for h in ids]  # type: ignore[misc]
+            cap = kv_prompt
+        else:
+            kv_prompt = n_prompt
+            full = ids[: n_prompt // bs]
+            keys = list(full) if not org else [(org, h) for h in full]  # type: ignore[misc]
+            cap = n_prompt - 1
+        kv_tokens = kv_prompt + max(n_out, 1) - 1
+        keys.extend(_unknown_output_keys(index, len(keys), kv_tokens // bs))
+        return Request(
+            request_id=rec.request_id, block_keys=keys, prompt_tokens=n_prompt, kv_prompt_tokens=kv_prompt,
+            output_tokens=n_out, hit_cap_tokens=cap, session_id=rec.session_id, org=org,
+            arrival=rec.arrival or 0.0, index=index,
+        )
+
+
+def _unknown_output_keys(index: int, start: int, end: int) -> list[BlockHash]:
+    """Keys for decode blocks whose tokens the trace does not record.
+
+    They still occupy the cache (and can evict others) but can never be hit,
+    because no other request can know tokens nobody recorded.
+    """
+    return [("out", index, i) for i in range(start, end)]  # type: ignore[misc]
