@@ -39,14 +39,13 @@ class KVCacheManager:
         if not self.config.enable_caching:
             return [], 0
         max_blocks = min(request.hit_cap_tokens // self.block_size, len(request.block_keys))
-        cached = self.pool.cached
-        hits: list[int] = []
         keys = request.block_keys
-        for i in range(max_blocks):
-            entry = cached.get(keys[i])
-            if entry is None:
-                break
-            hits.append(entry if type(entry) is int else next(iter(entry)))  # type: ignore[arg-type]
+        if max_blocks < len(keys):
+            keys = keys[:max_blocks]
+        # One C-level pass over the keys; the hit run ends at the first miss.
+        hits = list(map(self.pool.cached.get, keys))
+        if None in hits:
+            del hits[hits.index(None) :]
         return hits, len(hits) * self.block_size
 
     def allocate_slots(
@@ -81,21 +80,44 @@ class KVCacheManager:
         new_blocks = pool.get_new_blocks(need) if need > 0 else []
         blocks.extend(new_blocks)
         request.num_computed_tokens = num_computed
-        self._cache_full_blocks(request, blocks, min(total, request.num_kv_tokens))
+        # Hit blocks carry their hashes already: hashing resumes after them.
+        hit_blocks = num_computed // bs if new_computed_blocks else 0
+        self._cache_full_blocks(request, blocks, min(total, request.num_kv_tokens), hit_blocks)
         return new_blocks
 
-    def _cache_full_blocks(self, request: Request, blocks: list[int], num_tokens: int) -> None:
+    def _cache_full_blocks(self, request: Request, blocks: list[int], num_tokens: int, hashed_prefix: int) -> None:
         rid = request.request_id
-        start = self.num_cached_blocks.get(rid, 0)
+        start = max(self.num_cached_blocks.get(rid, 0), hashed_prefix)
         end = min(num_tokens // self.block_size, len(request.block_keys))
         if self.config.enable_caching and end > start:
-            # Hit blocks are a prefix and already carry their hashes.
-            bhash = self.pool.block_hash
-            while start < end and bhash[blocks[start]] is not None:
-                start += 1
-            if start < end:
-                self.pool.cache_blocks(blocks[start:end], request.block_keys[start:end])
+            self.pool.cache_blocks(blocks[start:end], request.block_keys[start:end])
         self.num_cached_blocks[rid] = max(start, end)
+
+    def run_isolated(self, request: Request) -> tuple[list[int], list[int]] | None:
+        """A request's whole life (lookup, prompt + decode, cache, free) run alone.
+
+        The sequential replayer's step. With no other request in flight it uses
+        the pool's fused :meth:`BlockPool.cycle_isolated`; otherwise it takes the
+        ordinary ``get_computed_blocks`` / ``allocate_slots`` / ``free`` path.
+
+        Returns:
+            (hit blocks, new blocks), or ``None`` when the request cannot fit and
+            nothing was changed.
+        """
+        hits, hit_tokens = self.get_computed_blocks(request)
+        if self.req_to_blocks:
+            new_blocks = self.allocate_slots(request, request.num_kv_tokens - hit_tokens, hits, hit_tokens)
+            self.free(request)
+            return None if new_blocks is None else (hits, new_blocks)
+        bs = self.block_size
+        total_blocks = -(-request.num_kv_tokens // bs)
+        need = total_blocks - len(hits)
+        pool = self.pool
+        if not pool.unbounded and total_blocks > pool.num_free_blocks:
+            return None
+        end = min(request.num_kv_tokens // bs, len(request.block_keys)) if self.config.enable_caching else 0
+        new_keys = request.block_keys[len(hits) : end] if end > len(hits) else ()
+        return hits, pool.cycle_isolated(hits, need, new_keys)
 
     def free(self, request: Request) -> None:
         """Release the request's blocks, tail first."""

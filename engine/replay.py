@@ -41,26 +41,24 @@ class SequentialReplayer:
         pool = mgr.pool
         bs = self.config.block_size
         stats = self.stats
+        run_isolated = mgr.run_isolated
         for req in requests:
-            hits, hit_tokens = mgr.get_computed_blocks(req)
-            new_blocks = mgr.allocate_slots(req, req.num_kv_tokens - hit_tokens, hits, hit_tokens)
             prompt_blocks = req.kv_prompt_tokens // bs
-            if new_blocks is None:
+            ran = run_isolated(req)
+            if ran is None:
                 # Does not fit even in an empty pool: vLLM would never admit it.
-                mgr.free(req)
                 stats.rejected_requests += 1
                 yield RequestResult(
                     req.request_id, req.session_id, req.org, req.arrival,
                     req.prompt_tokens, 0, 0, prompt_blocks, 0 if prompt_blocks else None, True,
                 )
                 continue
-            mgr.free(req)
-            n_hit = len(hits)
-            cached_tokens = min(hit_tokens, req.prompt_tokens)
-            first_miss = n_hit if n_hit < prompt_blocks else None
+            n_hit = len(ran[0])
+            cached_tokens = min(n_hit * bs, req.prompt_tokens)
             yield RequestResult(
                 req.request_id, req.session_id, req.org, req.arrival,
-                req.prompt_tokens, cached_tokens, n_hit, prompt_blocks, first_miss,
+                req.prompt_tokens, cached_tokens, n_hit, prompt_blocks,
+                n_hit if n_hit < prompt_blocks else None,
             )
         stats.evicted_blocks = pool.num_evicted
         stats.peak_cached_blocks = max(stats.peak_cached_blocks, pool.cached_hashes())
