@@ -89,7 +89,10 @@ def replay(
     if stream.format != "mooncake" and trace_block_size is not None:
         raise UsageError("--trace-block-size applies to block-hash traces only")
     bs = stream.block_size
-    num_blocks = resolve_num_blocks(bs, kv_blocks, kv_memory, model_shape, kv_dtype)
+    try:
+        num_blocks = resolve_num_blocks(bs, kv_blocks, kv_memory, model_shape, kv_dtype)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
     config = CacheConfig(block_size=bs, num_blocks=num_blocks, hash_algo=hash_algo.value, free_order=free_order.value)
     writer = PerRequestWriter(per_request) if per_request else None
     try:

@@ -1,0 +1,156 @@
+"""Replay throughput (blocks/s) of the engine against the naive oracle.
+
+Generates a Mooncake-style hash-id trace of at least ``--blocks`` blocks with the
+project's own generator, then replays it:
+
+* unbounded, and with an LRU capacity of 10% of the trace's unique blocks;
+* through the engine (``SequentialReplayer``) and through the naive dict-and-
+  linked-list model (``kvcache.engine.naive``), on the same pre-built requests;
+* end to end from the JSONL file (parsing included), as ``kvcache replay`` does.
+
+Each timing is the median of ``--repeat`` runs (with p20/p80). Peak memory is
+measured in fresh subprocesses that stream the trace and the same trace played
+twice (twice the length, the same unique blocks): a peak that stays flat shows
+memory follows unique blocks, not trace length.
+
+    python benchmarks/replay_throughput.py [--blocks 1000000] [--repeat 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kvcache.engine.config import CacheConfig
+from kvcache.engine.naive import NaivePrefixCache
+from kvcache.engine.replay import SequentialReplayer
+from kvcache.engine.traces.stream import RequestStream
+from kvcache.engine.traces.synth import SynthConfig, iter_hash_ids, write_jsonl
+
+
+def make_trace(path: Path, min_blocks: int, seed: int) -> tuple[int, int, int]:
+    """Write a hash-id trace with >= min_blocks blocks; returns (requests, blocks, unique)."""
+    sessions = 8
+    while True:
+        cfg = SynthConfig(seed=seed, orgs=8, users_per_org=sessions, sessions_per_user=4, min_turns=5, max_turns=40, span=3600.0 * 8)
+        records = list(iter_hash_ids(cfg))
+        total = sum(len(r["hash_ids"]) for r in records)
+        if total >= min_blocks:
+            break
+        sessions = int(sessions * 1.6 * min_blocks / max(total, 1)) + 1
+    write_jsonl(records, path)
+    unique = len({h for r in records for h in r["hash_ids"]})
+    return len(records), total, unique
+
+
+def quantiles(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+
+    def q(p: float) -> float:
+        i = (len(xs) - 1) * p
+        lo, hi = int(i), min(int(i) + 1, len(xs) - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (i - lo)
+
+    return {"median": statistics.median(xs), "p20": q(0.2), "p80": q(0.8)}
+
+
+def time_runs(fn, repeat: int) -> dict[str, float]:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return quantiles(times)
+
+
+def peak_rss_mb(trace: Path, num_blocks: int | None, copies: int) -> float:
+    """Max RSS of a fresh process that streams ``copies`` back-to-back plays of the trace."""
+    code = f"""
+import resource, json, itertools
+from kvcache.engine.config import CacheConfig
+from kvcache.engine.replay import SequentialReplayer
+from kvcache.engine.traces.stream import RequestStream
+def plays():
+    for _ in range({copies}):
+        yield from RequestStream({str(trace)!r})
+s = RequestStream({str(trace)!r})
+rp = SequentialReplayer(CacheConfig(block_size=s.block_size, num_blocks={num_blocks!r}))
+n = sum(r.hit_blocks for r in rp.run(plays()))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--blocks", type=int, default=1_000_000, help="minimum blocks in the generated trace")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.jsonl"
+        t0 = time.perf_counter()
+        n_req, n_blocks, n_unique = make_trace(trace, args.blocks, args.seed)
+        gen_s = time.perf_counter() - t0
+        print(f"trace: {n_req:,} requests, {n_blocks:,} blocks, {n_unique:,} unique "
+              f"({trace.stat().st_size / 1e6:.1f} MB, generated in {gen_s:.1f} s)")
+        stream = RequestStream(str(trace))
+        requests = list(stream)
+        bs = stream.block_size
+        results = []
+        for label, num_blocks in (("unbounded", None), ("lru-10%", n_unique // 10 + 1)):
+            def engine(nb=num_blocks):
+                return sum(r.hit_blocks for r in SequentialReplayer(CacheConfig(block_size=bs, num_blocks=nb)).run(requests))
+
+            def naive(nb=num_blocks):
+                cache = NaivePrefixCache(nb, bs)
+                return sum(len(x[0]) for x in map(cache.run, requests) if x is not None)
+
+            def end_to_end(nb=num_blocks):
+                s = RequestStream(str(trace))
+                return sum(r.hit_blocks for r in SequentialReplayer(CacheConfig(block_size=bs, num_blocks=nb)).run(s))
+
+            hits = engine()
+            row = {"capacity": label, "num_blocks": num_blocks, "hit_blocks": hits,
+                   "block_hit_rate": round(hits / n_blocks, 4)}
+            for name, fn in (("engine", engine), ("end_to_end", end_to_end)) + (() if args.skip_naive else (("naive", naive),)):
+                if name == "naive":
+                    assert fn() == hits, "naive oracle disagrees with the engine"
+                t = time_runs(fn, args.repeat)
+                row[name] = {k: round(n_blocks / v / 1e6, 3) for k, v in t.items()}  # M blocks/s
+                row[name + "_seconds"] = round(t["median"], 3)
+            results.append(row)
+            print(f"{label:>10}: hit rate {row['block_hit_rate']:.4f}  engine {row['engine']['median']:.2f} M blocks/s "
+                  f"(p20 {row['engine']['p20']:.2f}, p80 {row['engine']['p80']:.2f})  "
+                  f"end-to-end {row['end_to_end']['median']:.2f}"
+                  + ("" if args.skip_naive else f"  naive {row['naive']['median']:.2f}  speed-up x{row['engine']['median'] / row['naive']['median']:.1f}"))
+        mem = {
+            "unbounded_1x_mb": peak_rss_mb(trace, None, 1),
+            "unbounded_2x_mb": peak_rss_mb(trace, None, 2),
+        }
+        print(f"peak RSS streaming the trace once: {mem['unbounded_1x_mb']:.0f} MB; "
+              f"twice ({2 * n_blocks:,} blocks, same {n_unique:,} unique): {mem['unbounded_2x_mb']:.0f} MB")
+    report = {
+        "env": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                "argv": sys.argv, "repro_command": "python benchmarks/replay_throughput.py " + " ".join(sys.argv[1:])},
+        "trace": {"requests": n_req, "blocks": n_blocks, "unique_blocks": n_unique, "block_size": bs},
+        "results": results, "memory": mem,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""`kvcache replay` through typer's CliRunner: JSON figures, files and the error table."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kvcache.cli.main import app
+
+runner = CliRunner()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def two_turns(tmp_path: Path) -> Path:
+    # Turn 1: a 40-token prompt and 25 recorded output tokens -> KV for 64 tokens.
+    # Turn 2: prompt + outputs + 30 new tokens: hits floor(64/16)*16 = 64 tokens.
+    prompt = list(range(40))
+    outputs = list(range(1000, 1025))
+    return write_jsonl(tmp_path / "t.jsonl", [
+        {"request_id": "a", "session_id": "s", "org": "o", "arrival": 0,
+         "prompt_token_ids": prompt, "output_token_ids": outputs},
+        {"request_id": "b", "session_id": "s", "org": "o", "arrival": 1,
+         "prompt_token_ids": prompt + outputs + list(range(2000, 2030))},
+    ])
+
+
+def replay_json(*args: str) -> dict:
+    result = runner.invoke(app, ["replay", *args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_json_summary_exact_figures(tmp_path: Path) -> None:
+    data = replay_json(str(two_turns(tmp_path)))
+    s = data["summary"]
+    assert (s["requests"], s["prompt_tokens"], s["cached_tokens"]) == (2, 40 + 95, 64)
+    # Full prompt blocks: 40//16 = 2 and 95//16 = 5; leading hits 0 and 4.
+    assert (s["blocks"], s["hit_blocks"]) == (7, 4)
+    assert s["token_hit_rate"] == pytest.approx(64 / 135, abs=1e-6)
+    assert s["block_hit_rate"] == pytest.approx(4 / 7, abs=1e-6)
+    assert s["block_size"] == 16 and s["capacity_blocks"] is None
+    assert s["evicted_blocks"] == 0 and s["skipped_lines"] == 0
+    assert s["input_format"] == "token-ids"
+    assert data["sessions"] == [{
+        "session_id": "s", "org": "o", "requests": 2, "prompt_tokens": 135, "cached_tokens": 64,
+        "token_hit_rate": round(64 / 135, 6), "blocks": 7, "hit_blocks": 4, "block_hit_rate": round(4 / 7, 6),
+    }]
+    assert [o["org"] for o in data["orgs"]] == ["o"]
+
+
+def test_sha256_gives_identical_hits(tmp_path: Path) -> None:
+    trace = str(two_turns(tmp_path))
+    a = replay_json(trace)["summary"]
+    b = replay_json(trace, "--hash", "sha256")["summary"]
+    assert (a["cached_tokens"], a["hit_blocks"]) == (b["cached_tokens"], b["hit_blocks"])
+    assert b["hash"] == "sha256"
+
+
+def test_capacity_evicts(tmp_path: Path) -> None:
+    # Four unrelated 64-token prompts into 5 usable blocks, then the first again:
+    # it was evicted, so it misses; unbounded it would hit 48 tokens.
+    rows = [{"request_id": str(i), "prompt_token_ids": [i * 100 + t for t in range(64)]} for i in range(4)]
+    rows.append({"request_id": "again", "prompt_token_ids": [t for t in range(64)]})
+    trace = str(write_jsonl(tmp_path / "c.jsonl", rows))
+    unbounded = replay_json(trace)["summary"]
+    small = replay_json(trace, "--kv-blocks", "6")["summary"]
+    assert unbounded["cached_tokens"] == 48
+    assert small["cached_tokens"] == 0
+    assert small["capacity_blocks"] == 6 and small["usable_blocks"] == 5
+    assert small["evicted_blocks"] > 0
+
+
+def test_kv_memory_sizes_the_pool(tmp_path: Path) -> None:
+    s = replay_json(str(two_turns(tmp_path)), "--kv-memory", "64MiB", "--model-shape", "llama-3.1-8b")["summary"]
+    # llama-3.1-8b: 2 * 32 layers * 8 kv heads * 128 dims * 2 bytes * 16 tokens = 2 MiB per block.
+    assert s["capacity_blocks"] == 32
+
+
+def test_per_request_csv_and_jsonl(tmp_path: Path) -> None:
+    trace = str(two_turns(tmp_path))
+    out_csv = tmp_path / "rows.csv"
+    out_jsonl = tmp_path / "rows.jsonl"
+    assert runner.invoke(app, ["replay", trace, "-q", "--per-request", str(out_csv)]).exit_code == 0
+    assert runner.invoke(app, ["replay", trace, "-q", "--per-request", str(out_jsonl)]).exit_code == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [(r["request_id"], r["cached_tokens"], r["hit_blocks"], r["blocks"], r["first_miss_block"]) for r in rows] == [
+        ("a", "0", "0", "2", "0"), ("b", "64", "4", "5", "4")]
+    lines = [json.loads(x) for x in out_jsonl.read_text().splitlines()]
+    assert lines[1]["cached_tokens"] == 64 and lines[1]["session_id"] == "s" and lines[0]["first_miss_block"] == 0
+
+
+def test_per_request_bad_suffix_is_usage_error(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["replay", str(two_turns(tmp_path)), "--per-request", str(tmp_path / "x.txt")])
+    assert r.exit_code == 2 and "must end in .csv or .jsonl" in r.stderr
+
+
+def test_table_output_prints_definitions(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["replay", str(two_turns(tmp_path))])
+    assert r.exit_code == 0
+    assert "token hit rate" in r.stdout and "cached prompt tokens / prompt tokens" in r.stdout
+    assert "sequential replay" in r.stdout
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"prompt_token_ids": [1, 2, 3]}\n{"prompt_token_ids": [1, 2,\n', ":2: expected a JSON object"),
+        ('{"prompt_token_ids": [1, 2, 3]}\n[1, 2]\n', ":2: expected a JSON object, got list"),
+        ('{"prompt_token_ids": [1, 2, 3]}\n{"prompt_token_ids": "abc"}\n', ":2: expected 'prompt_token_ids' to be a list of integers"),
+        ('{"foo": 1}\n', ":1: unknown trace format (keys: foo); supported formats are mooncake"),
+        ('{"hash_ids": [1, 2], "input_length": 5000}\n', ":1: input_length 5000 needs 10 blocks of 512 tokens but hash_ids has 2"),
+        ('{"messages": [{"content": "hi"}]}\n', ":1: messages[0] needs a string 'role'"),
+    ],
+)
+def test_malformed_lines_name_file_and_line(tmp_path: Path, content: str, expected: str) -> None:
+    trace = tmp_path / "bad.jsonl"
+    trace.write_text(content)
+    r = runner.invoke(app, ["replay", str(trace)])
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"kvcache: error: {trace}")
+    assert expected in r.stderr
+    assert "Traceback" not in r.output
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_skip_invalid_counts_and_lists_lines(tmp_path: Path) -> None:
+    trace = tmp_path / "mixed.jsonl"
+    trace.write_text('{"prompt_token_ids": [1, 2, 3]}\nnot json\n{"prompt_token_ids": [1, 2, 3]}\n')
+    r = runner.invoke(app, ["replay", str(trace), "--skip-invalid", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["summary"]["skipped_lines"] == 1 and data["summary"]["requests"] == 2
+    assert data["skipped"][0]["line"] == 2
+    assert "skipped 1 malformed line" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (lambda p: p.write_text(""), "the trace is empty"),
+        (lambda p: p.write_text("\n\n"), "the trace is empty"),
+        (lambda p: p.write_bytes(b"\x1f\x8b\x08\x00garbage"), "unreadable gzip data"),
+        (lambda p: None, "no such file"),
+    ],
+)
+def test_whole_file_errors(tmp_path: Path, setup, expected: str) -> None:
+    trace = tmp_path / ("t.jsonl.gz" if "gzip" in expected else "t.jsonl")
+    setup(trace)
+    r = runner.invoke(app, ["replay", str(trace)])
+    assert r.exit_code == 1 and expected in r.stderr and "Traceback" not in r.output
+
+
+def test_gzip_and_stdin(tmp_path: Path) -> None:
+    plain = two_turns(tmp_path)
+    gz = tmp_path / "t.jsonl.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    a = replay_json(str(gz))["summary"]
+    r = runner.invoke(app, ["replay", "-", "--format", "json"], input=plain.read_text())
+    assert r.exit_code == 0, r.output
+    b = json.loads(r.stdout)["summary"]
+    assert a["cached_tokens"] == b["cached_tokens"] == 64
+
+
+def test_arrivals_must_not_go_back_unless_sorted(tmp_path: Path) -> None:
+    rows = [{"request_id": "late", "arrival": 5, "prompt_token_ids": list(range(40))},
+            {"request_id": "early", "arrival": 1, "prompt_token_ids": list(range(40))}]
+    trace = str(write_jsonl(tmp_path / "o.jsonl", rows))
+    r = runner.invoke(app, ["replay", trace])
+    assert r.exit_code == 1 and ":2: arrival 1 is earlier" in r.stderr and "--sort" in r.stderr
+    s = replay_json(trace, "--sort")["summary"]
+    assert s["requests"] == 2 and s["cached_tokens"] == 32
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--kv-memory", "80GiB"],
+        ["--kv-memory", "lots", "--model-shape", "llama-3.1-8b"],
+        ["--kv-memory", "80GiB", "--model-shape", "no-such-model"],
+        ["--model-shape", "llama-3.1-8b"],
+        ["--kv-blocks", "1"],
+        ["--trace-block-size", "64"],
+        ["--input-format", "klingon"],
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
+    r = runner.invoke(app, ["replay", str(two_turns(tmp_path)), *args])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+
+
+def test_debug_env_lets_the_exception_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = tmp_path / "bad.jsonl"
+    trace.write_text("nope\n")
+    monkeypatch.setenv("KVCACHE_DEBUG", "1")
+    r = runner.invoke(app, ["replay", str(trace)])
+    assert r.exit_code == 1
+    from kvcache.engine.errors import TraceError
+
+    assert isinstance(r.exception, TraceError)
+
+
+def test_version_and_help() -> None:
+    from kvcache import __version__
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"kvcache {__version__}"
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0 and "replay" in r.stdout and "synth" in r.stdout
+    r = runner.invoke(app, ["replay", "--help"])
+    assert r.exit_code == 0 and "arrival order" in r.stdout and "--kv-blocks" in r.stdout
