@@ -1,0 +1,35 @@
+"""Figures on the real traces in ../shared/traces (skipped when absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kvcache.cli.main import app
+
+
+def test_mooncake_unbounded_figures(shared_traces: Path) -> None:
+    trace = shared_traces / "mooncake_synthetic_trace.jsonl"
+    if not trace.exists():
+        pytest.skip("mooncake_synthetic_trace.jsonl is not present")
+    r = CliRunner().invoke(app, ["replay", str(trace), "--format", "json", "-q"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)["summary"]
+    assert s["requests"] == 3993
+    assert s["block_size"] == 512 and s["input_format"] == "mooncake"
+    assert s["block_hit_rate"] == pytest.approx(0.6396, abs=1e-4)
+    assert s["token_hit_rate"] == pytest.approx(0.6512, abs=1e-4)
+
+
+def test_mooncake_finite_capacity_never_beats_unbounded(shared_traces: Path) -> None:
+    trace = shared_traces / "mooncake_synthetic_trace.jsonl"
+    if not trace.exists():
+        pytest.skip("mooncake_synthetic_trace.jsonl is not present")
+    runner = CliRunner()
+    unbounded = json.loads(runner.invoke(app, ["replay", str(trace), "-f", "json", "-q"]).stdout)["summary"]
+    small = json.loads(runner.invoke(app, ["replay", str(trace), "-f", "json", "-q", "--kv-blocks", "2000"]).stdout)["summary"]
+    assert small["hit_blocks"] < unbounded["hit_blocks"]
+    assert small["evicted_blocks"] > 0
