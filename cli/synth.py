@@ -16,6 +16,13 @@ class SynthFormat(str, Enum):
     hash_ids = "hash-ids"
 
 
+def _range(flag: str, text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+        raise UsageError(f"{flag} expects a range such as 200-300, got {text!r}")
+    return int(lo), int(hi)
+
+
 @handle_errors
 def synth(
     output: str = typer.Option("-", "--output", "-o", help="Where to write the JSONL trace (- for stdout)."),
@@ -27,6 +34,8 @@ def synth(
     min_turns: int = typer.Option(3, "--min-turns", min=1, help="Fewest requests in a session."),
     max_turns: int = typer.Option(10, "--max-turns", min=1, help="Most requests in a session."),
     breaker_rate: float = typer.Option(0.15, "--breaker-rate", min=0.0, max=1.0, help="Share of sessions with an injected cache breaker."),
+    system_words: str = typer.Option("300-1500", "--system-words", metavar="LO-HI", help="Words in each org's system prompt, an inclusive range."),
+    tools: str = typer.Option("5-12", "--tools", metavar="LO-HI", help="Tools in each org's tool set, an inclusive range."),
     trace_block_size: Optional[int] = typer.Option(None, "--trace-block-size", min=1, help="Tokens per hash id for --format hash-ids [default: 512]."),
 ) -> None:
     """Generate a synthetic trace of multi-turn, tool-using agent sessions.
@@ -45,6 +54,7 @@ def synth(
         config = SynthConfig(
             seed=seed, orgs=orgs, users_per_org=users_per_org, sessions_per_user=sessions_per_user,
             min_turns=min_turns, max_turns=max_turns, breaker_rate=breaker_rate,
+            system_words=_range("--system-words", system_words), tools_per_org=_range("--tools", tools),
             **({"block_size": trace_block_size} if trace_block_size else {}),
         )
     except ConfigError as e:
@@ -53,6 +63,8 @@ def synth(
     path = "/dev/stdout" if output == "-" else output
     try:
         n = write_jsonl(records, path)
+    except BrokenPipeError:
+        raise
     except OSError as e:
         from kvcache.engine.errors import KVCacheError
 

@@ -15,27 +15,31 @@ Follows vLLM v1 ``BlockPool`` (rules 6-10 of reference/vllm-prefix-caching.md):
 
 The free queue is stored in three parts whose concatenation is the queue::
 
-    head stack (unhashed frees)  |  fresh ids never used  |  tail (OrderedDict, LRU)
+    head stack (unhashed frees)  |  fresh ids never used  |  tail (LRU log)
     ^ popped first                                              appended here ^
 
 An unbounded pool is one whose fresh range never ends, so nothing is evicted.
 
-Speed: a touched block is not unlinked from the tail at once. It stays there,
-*lazily*, with ``ref_cnt > 0``: allocation skips (and drops) such entries, and
-freeing moves the block to the end. The observable queue (``free_queue()``) is
-the tail without those entries, so this is exactly vLLM's order at a fraction of
-the cost of unlinking and relinking every hit block.
+The tail is an append-only *log* with lazy deletion, not a linked list: freeing
+a block appends its id and bumps ``_log_count[id]``. A block's place in the queue
+is its latest entry; older entries, and entries of blocks that were touched
+since, are skipped (and dropped) when the head is popped. Touch therefore costs
+nothing but a ref-count bump, and freeing is an append, where unlinking and
+relinking nodes of a large linked list costs cache misses on every hit. The log
+is compacted once it is more than twice the live tail, so memory follows the
+number of blocks, not the length of the trace.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 from kvcache.engine.config import FreeOrder
 from kvcache.engine.hashing import BlockHash
 
 NULL_BLOCK_ID = 0
+_COMPACT_SLACK = 4096
 
 
 class BlockPool:
@@ -65,8 +69,9 @@ class BlockPool:
         self._head: list[int] = []  # a stack: its last element is the queue head
         self._fresh_next = 1
         self._fresh_end: int | None = num_blocks
-        self._tail: OrderedDict[int, None] = OrderedDict()
-        self._lazy_in_use = 0  # tail entries whose ref_cnt > 0 (see module docstring)
+        self._log: deque[int] = deque()  # the tail, as an LRU log (module docstring)
+        self._log_count: list[int] = [0] * size  # entries of each block in the log
+        self._tail_free = 0  # blocks whose latest log entry is live
         self.num_evicted = 0
 
     # ------------------------------------------------------------------ queries
@@ -79,7 +84,7 @@ class BlockPool:
         """Blocks that can be allocated now (unbounded pools report a huge number)."""
         if self._fresh_end is None:
             return 1 << 62
-        return len(self._head) + (self._fresh_end - self._fresh_next) + len(self._tail) - self._lazy_in_use
+        return len(self._head) + (self._fresh_end - self._fresh_next) + self._tail_free
 
     def get_cached_block(self, block_hash: BlockHash) -> int | None:
         """The oldest block holding ``block_hash``, or ``None``."""
@@ -92,12 +97,21 @@ class BlockPool:
             return []
         return [first, *self._duplicates.get(block_hash, ())]
 
+    def _live_tail(self) -> list[int]:
+        """The tail in queue order: each free block at its latest log entry."""
+        seen = [0] * len(self._log_count)
+        count, ref = self._log_count, self.ref_cnt
+        out = []
+        for b in self._log:
+            seen[b] += 1
+            if seen[b] == count[b] and ref[b] == 0:
+                out.append(b)
+        return out
+
     def free_queue(self) -> list[int]:
         """The whole free queue, head first (for tests and debugging)."""
         fresh_end = self._fresh_end if self._fresh_end is not None else self._fresh_next
-        ref = self.ref_cnt
-        tail = [b for b in self._tail if ref[b] == 0]
-        return list(reversed(self._head)) + list(range(self._fresh_next, fresh_end)) + tail
+        return list(reversed(self._head)) + list(range(self._fresh_next, fresh_end)) + self._live_tail()
 
     def cached_hashes(self) -> int:
         """Number of distinct hashes in the map."""
@@ -107,13 +121,69 @@ class BlockPool:
     def touch(self, block_ids: Sequence[int]) -> None:
         """Take a reference on hit blocks; free ones leave the free queue."""
         ref = self.ref_cnt
-        lazy = 0
+        taken = 0
         for b in block_ids:
             r = ref[b]
             if not r:
-                lazy += 1  # a hit carries a hash, so it sits (lazily) in the tail
+                taken += 1  # a free hit carries a hash, so it was in the tail
             ref[b] = r + 1
-        self._lazy_in_use += lazy
+        self._tail_free -= taken
+
+    def _grow_to(self, stop: int) -> None:
+        grow = stop - len(self.ref_cnt)
+        if grow > 0:
+            self.ref_cnt.extend([0] * grow)
+            self.block_hash.extend([None] * grow)
+            self._log_count.extend([0] * grow)
+
+    def _pop_head_and_fresh(self, n: int) -> list[int]:
+        """Up to ``n`` blocks from the head stack, then the fresh range."""
+        head = self._head
+        out: list[int] = []
+        if head:
+            k = min(n, len(head))
+            out = head[-k:][::-1]
+            del head[-k:]
+        if len(out) < n:
+            start = self._fresh_next
+            want = n - len(out)
+            stop = start + want if self._fresh_end is None else min(start + want, self._fresh_end)
+            if stop > start:
+                out.extend(range(start, stop))
+                self._fresh_next = stop
+                self._grow_to(stop)
+        return out
+
+    def _pop_tail(self, out: list[int], n: int, skip: set[int] | None = None) -> None:
+        """Pop live tail entries onto ``out`` until it holds ``n`` blocks.
+
+        An entry is live if it is its block's latest and the block is free (and,
+        for the fused path, not one of the request's own hits in ``skip``).
+        """
+        log, count, ref = self._log, self._log_count, self.ref_cnt
+        popleft = log.popleft
+        while len(out) < n:
+            b = popleft()
+            c = count[b] - 1
+            count[b] = c
+            if c or ref[b] or (skip is not None and b in skip):
+                continue
+            out.append(b)
+            self._tail_free -= 1
+
+    def _evict_all(self, blocks: list[int]) -> None:
+        bhash, cached, dups = self.block_hash, self.cached, self._duplicates
+        evicted = 0
+        for b in blocks:
+            h = bhash[b]
+            if h is not None:
+                if cached.get(h) == b and h not in dups:
+                    del cached[h]  # the common eviction, inlined
+                    bhash[b] = None
+                    evicted += 1
+                else:
+                    self._evict(b, h)
+        self.num_evicted += evicted
 
     def get_new_blocks(self, n: int) -> list[int]:
         """Pop ``n`` blocks from the head of the free queue, evicting their hashes.
@@ -123,36 +193,12 @@ class BlockPool:
         """
         if n > self.num_free_blocks:
             raise ValueError(f"cannot allocate {n} blocks, only {self.num_free_blocks} free")
-        head = self._head
-        out: list[int] = []
-        if head:
-            k = min(n, len(head))
-            out = head[-k:][::-1]
-            del head[-k:]
+        out = self._pop_head_and_fresh(n)
         if len(out) < n:
-            want = n - len(out)
-            start = self._fresh_next
-            stop = start + want if self._fresh_end is None else min(start + want, self._fresh_end)
-            if stop > start:
-                out.extend(range(start, stop))
-                self._fresh_next = stop
-                grow = stop - len(self.ref_cnt)
-                if grow > 0:
-                    self.ref_cnt.extend([0] * grow)
-                    self.block_hash.extend([None] * grow)
-        ref, bhash = self.ref_cnt, self.block_hash
-        if len(out) < n:
-            popitem = self._tail.popitem
-            while len(out) < n:
-                b = popitem(last=False)[0]
-                if ref[b]:  # touched while lazily in the tail: not really free
-                    self._lazy_in_use -= 1
-                    continue
-                out.append(b)
+            self._pop_tail(out, n)
+        self._evict_all(out)
+        ref = self.ref_cnt
         for b in out:
-            h = bhash[b]
-            if h is not None:
-                self._evict(b, h)
             ref[b] = 1
         return out
 
@@ -184,27 +230,44 @@ class BlockPool:
             if setdefault(h, b) != b:
                 self._duplicates.setdefault(h, []).append(b)
 
+    def _append_tail(self, blocks: Iterable[int]) -> None:
+        log, count = self._log, self._log_count
+        append = log.append
+        n = 0
+        for b in blocks:
+            append(b)
+            count[b] += 1
+            n += 1
+        self._tail_free += n
+        if len(log) > 2 * self._tail_free + _COMPACT_SLACK:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop dead log entries so the log holds each free tail block once."""
+        live = self._live_tail()
+        count = self._log_count
+        for b in self._log:
+            count[b] = 0
+        for b in live:
+            count[b] = 1
+        self._log = deque(live)
+
     def free_blocks(self, ordered_block_ids: Iterable[int]) -> None:
         """Drop one reference on each block, in the given (tail-first) order."""
-        ref, bhash, tail = self.ref_cnt, self.block_hash, self._tail
+        ref, bhash = self.ref_cnt, self.block_hash
         to_head = self.free_order == "current"
-        move_to_end = tail.move_to_end
         unhashed: list[int] = []
-        lazy = 0
+        to_tail: list[int] = []
         for b in ordered_block_ids:
             r = ref[b] - 1
+            assert r >= 0, f"block {b} freed more often than it was taken"
             ref[b] = r
-            if r:
-                assert r > 0, f"block {b} freed more often than it was taken"
-                continue
-            if bhash[b] is None and to_head:
-                unhashed.append(b)
-            elif b in tail:  # still lazily linked since its touch
-                move_to_end(b)
-                lazy += 1
-            else:
-                tail[b] = None
-        self._lazy_in_use -= lazy
+            if not r:
+                if to_head and bhash[b] is None:
+                    unhashed.append(b)
+                else:
+                    to_tail.append(b)
+        self._append_tail(to_tail)
         if unhashed:
             # Prepended as one group that keeps its order (the first freed ends up
             # at the head), mirroring how hashed blocks are appended as a group.
@@ -218,74 +281,30 @@ class BlockPool:
         ``free_blocks(reversed(hits + new))``, but without ref-count traffic. It
         is valid only when every block (but the null block) has ``ref_cnt == 0``,
         which always holds between the requests of a sequential replay; the
-        equivalence is property-tested. The caller checks capacity first.
+        equivalence is tested against the naive oracle. The caller checks
+        capacity first.
 
         Returns:
             The new block ids, in allocation order.
         """
-        assert self._lazy_in_use == 0, "cycle_isolated needs a pool with no block in use"
-        head, tail, bhash, cached = self._head, self._tail, self.block_hash, self.cached
-        out: list[int] = []
-        if head:
-            k = min(num_new, len(head))
-            out = head[-k:][::-1]
-            del head[-k:]
+        out = self._pop_head_and_fresh(num_new)
+        self._tail_free -= len(hits)  # hits leave the queue for the request's life
         if len(out) < num_new:
-            start = self._fresh_next
-            want = num_new - len(out)
-            stop = start + want if self._fresh_end is None else min(start + want, self._fresh_end)
-            if stop > start:
-                out.extend(range(start, stop))
-                self._fresh_next = stop
-                grow = stop - len(self.ref_cnt)
-                if grow > 0:
-                    self.ref_cnt.extend([0] * grow)
-                    bhash.extend([None] * grow)
-        unlinked_hits: set[int] = set()
-        if len(out) < num_new:
-            hit_set = set(hits)  # hits have left the queue: skip them when popping
-            popitem = tail.popitem
-            while len(out) < num_new:
-                b = popitem(last=False)[0]
-                if b in hit_set:
-                    unlinked_hits.add(b)
-                else:
-                    out.append(b)
-        dups = self._duplicates
-        evicted = 0
-        for b in out:
-            h = bhash[b]
-            if h is not None:
-                if cached.get(h) == b and h not in dups:
-                    del cached[h]  # the common eviction, inlined
-                    bhash[b] = None
-                    evicted += 1
-                else:
-                    self._evict(b, h)
-        self.num_evicted += evicted
+            self._pop_tail(out, num_new, skip=set(hits))
+        self._evict_all(out)
+        bhash, cached, dups = self.block_hash, self.cached, self._duplicates
         setdefault = cached.setdefault
         for b, h in zip(out, new_keys):
             bhash[b] = h
             if setdefault(h, b) != b:
                 dups.setdefault(h, []).append(b)
         # Free tail first: new blocks (deepest first), then the hits.
-        to_head = self.free_order == "current"
-        unhashed: list[int] = []
-        for b in reversed(out):
-            if to_head and bhash[b] is None:
-                unhashed.append(b)
-            else:
-                tail[b] = None
-        move_to_end = tail.move_to_end
-        if unlinked_hits:
-            for b in reversed(hits):
-                tail[b] = None
-                move_to_end(b)
+        if self.free_order == "current" and len(new_keys) < len(out):
+            self._head.extend(out[len(new_keys):])  # the unhashed group, first-freed on top
+            self._append_tail(reversed(out[: len(new_keys)]))
         else:
-            for b in reversed(hits):
-                move_to_end(b)
-        if unhashed:
-            head.extend(reversed(unhashed))
+            self._append_tail(reversed(out))
+        self._append_tail(reversed(hits))
         return out
 
     def reset_prefix_cache(self) -> bool:

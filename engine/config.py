@@ -41,14 +41,16 @@ class CacheConfig:
     enable_caching: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.block_size, int) or self.block_size < 1:
+        if type(self.block_size) is not int or self.block_size < 1:
             raise ConfigError(f"block size must be a positive integer, got {self.block_size!r}")
-        if self.num_blocks is not None and (not isinstance(self.num_blocks, int) or self.num_blocks < 2):
+        if self.num_blocks is not None and (type(self.num_blocks) is not int or self.num_blocks < 2):
             raise ConfigError(
                 f"--kv-blocks must be at least 2 (block 0 is vLLM's reserved null block), got {self.num_blocks!r}"
             )
         if self.hash_algo not in HASH_ALGOS:
             raise ConfigError(f"unknown hash {self.hash_algo!r}; choose one of {', '.join(HASH_ALGOS)}")
+        if not isinstance(self.enable_caching, bool):
+            raise ConfigError(f"enable_caching must be a bool, got {self.enable_caching!r}")
         if self.free_order not in FREE_ORDERS:
             raise ConfigError(f"unknown free order {self.free_order!r}; choose one of {', '.join(FREE_ORDERS)}")
 

@@ -24,7 +24,7 @@ class ReplayStats:
 
     evicted_blocks: int = 0
     rejected_requests: int = 0
-    peak_cached_blocks: int = 0
+    peak_cached_blocks: int = 0  # most distinct hashes cached at once
 
 
 class SequentialReplayer:
@@ -42,6 +42,8 @@ class SequentialReplayer:
         bs = self.config.block_size
         stats = self.stats
         run_isolated = mgr.run_isolated
+        cached = pool.cached
+        peak = stats.peak_cached_blocks
         for req in requests:
             prompt_blocks = req.kv_prompt_tokens // bs
             ran = run_isolated(req)
@@ -53,6 +55,9 @@ class SequentialReplayer:
                     req.prompt_tokens, 0, 0, prompt_blocks, 0 if prompt_blocks else None, True,
                 )
                 continue
+            stats.evicted_blocks = pool.num_evicted
+            if len(cached) > peak:
+                peak = stats.peak_cached_blocks = len(cached)
             n_hit = len(ran[0])
             cached_tokens = min(n_hit * bs, req.prompt_tokens)
             yield RequestResult(
@@ -61,4 +66,3 @@ class SequentialReplayer:
                 n_hit if n_hit < prompt_blocks else None,
             )
         stats.evicted_blocks = pool.num_evicted
-        stats.peak_cached_blocks = max(stats.peak_cached_blocks, pool.cached_hashes())

@@ -121,7 +121,9 @@ def test_hashes_repeat_across_processes() -> None:
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    here = f"{hash_token_blocks(list(range(40)), 16, 'xxh3_128')} {hash_token_blocks(list(range(40)), 16, 'sha256', cache_salt='o')}"
+    xxh = hash_token_blocks(list(range(40)), 16, "xxh3_128")
+    sha = hash_token_blocks(list(range(40)), 16, "sha256", cache_salt="o")
+    here = f"{xxh} {sha}"
     assert out.stdout.strip() == here
 
 
@@ -219,7 +221,9 @@ def test_extending_a_chain_equals_hashing_the_whole(algo: str, salt: str | None,
     assert len(whole) == 5
     for k in range(6):
         parent = whole[k - 1] if k else None
-        rest = hash_token_blocks(tokens[k * bs :], bs, algo, cache_salt=salt, lora_name=lora, parent=parent, start_block=k)
+        rest = hash_token_blocks(
+            tokens[k * bs :], bs, algo, cache_salt=salt, lora_name=lora, parent=parent, start_block=k
+        )
         assert rest == whole[k:], f"extending from block {k}"
     # In two stages: hash the first 3 blocks, then extend by the remaining tokens.
     first = hash_token_blocks(tokens[:12], bs, algo, cache_salt=salt, lora_name=lora)

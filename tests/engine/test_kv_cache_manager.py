@@ -514,6 +514,29 @@ def test_replayer_step_by_step(free_order: str, queues: list[list[int]], evictio
     assert pool.get_cached_block(reqs[0].block_keys[1]) == 2
 
 
+@pytest.mark.parametrize("path", ["manager", "replayer"])
+def test_unkeyed_decode_blocks_go_to_the_head_deepest_first(path: str) -> None:
+    # As in a hash-id trace: only the 2 prompt blocks have keys; 9 outputs make
+    # KV for 16 tokens, so blocks 3 and 4 are computed but never cached.
+    cfg = CacheConfig(num_blocks=10, block_size=4)
+    prompt = list(range(8))
+    req = make_request("h", prompt, [100 + i for i in range(9)])
+    req.block_keys = req.block_keys[:2]
+    if path == "manager":
+        mgr = KVCacheManager(cfg)
+        assert run_once(mgr, req) == ([], 0, [1, 2, 3, 4])
+        mgr.free(req)
+        pool = mgr.pool
+    else:
+        replayer = SequentialReplayer(cfg)
+        assert [r.cached_tokens for r in replayer.run([req])] == [0]
+        pool = replayer.manager.pool
+    # Freed tail first (4, 3, 2, 1): the unhashed 4, 3 form one group at the head
+    # in that order; the hashed 2, 1 go to the tail.
+    assert pool.free_queue() == [4, 3, 5, 6, 7, 8, 9, 2, 1]
+    assert pool.block_hash[1:5] == [req.block_keys[0], req.block_keys[1], None, None]
+
+
 def test_replayer_results() -> None:
     cfg = CacheConfig(num_blocks=None, block_size=16)
     replayer = SequentialReplayer(cfg)

@@ -36,7 +36,9 @@ def eager_compaction(on: bool) -> contextlib.AbstractContextManager:
     if on and hasattr(block_pool_module, "_COMPACT_SLACK"):
         return mock.patch.object(block_pool_module, "_COMPACT_SLACK", 0)
     return contextlib.nullcontext()
-TOKENS = st.integers(0, 1)
+
+
+TOKENS = st.integers(0, 1)  # a two-token alphabet: prefixes are shared all the time
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class Spec:
     prompt: tuple[int, ...]
     output: tuple[int, ...]
     salt: str | None
+    # Like a hash-id trace: only the prompt's full blocks have keys, so decode
+    # blocks are computed but never cached (several unhashed blocks per request).
+    prompt_keys_only: bool = False
 
 
 @st.composite
@@ -58,8 +63,8 @@ def specs(draw: st.DrawFn, max_requests: int = 10) -> list[Spec]:
         else:
             prompt = tuple(draw(st.lists(TOKENS, min_size=1, max_size=16)))
             salt = draw(st.sampled_from([None, None, "a"]))
-        output = tuple(draw(st.lists(TOKENS, max_size=5)))
-        out.append(Spec(prompt[:40], output, salt))
+        output = tuple(draw(st.lists(TOKENS, max_size=8)))
+        out.append(Spec(prompt[:40], output, salt, draw(st.integers(0, 4)) == 0))
     return out
 
 
@@ -68,6 +73,8 @@ def build(specs_: list[Spec], block_size: int, algo: str = "xxh3_128") -> list[R
     for i, s in enumerate(specs_):
         keys = hash_token_blocks(list(s.prompt + s.output), block_size, algo, cache_salt=s.salt)
         n = len(s.prompt)
+        if s.prompt_keys_only:
+            keys = keys[: n // block_size]
         reqs.append(Request(str(i), keys, n, n, len(s.output), n - 1, org=s.salt))
     return reqs
 
@@ -163,10 +170,11 @@ def test_sequential_replay_invariants_and_capacity_monotonicity(
             assert res.rejected == (not fits)
             results.append(res)
     assert unbounded.manager.pool.num_evicted == 0
-    # An unbounded pool keeps every hash ever cached (a superset of what a finite
-    # pool keeps at any moment: the same requests insert the same keys, and only the
-    # finite pool evicts or rejects), and a lookup is the longest run of present
-    # keys, so a finite pool can never hit more than the unbounded one, request by request.
+    # Per request, not just in total: an unbounded pool never evicts, so before each
+    # request its map holds every key ever cached, a superset of the finite pool's
+    # keys (both replays insert the same keys; only the finite one evicts or rejects).
+    # A lookup is the longest run of present keys under the same cap, so LRU cannot
+    # give the finite pool a hit the unbounded one lacks. The total follows.
     for f, u in zip(f_results, u_results):
         assert f.cached_tokens <= u.cached_tokens, (f, u)
     assert sum(f.cached_tokens for f in f_results) <= sum(u.cached_tokens for u in u_results)
@@ -209,45 +217,54 @@ def pool_state(pool: BlockPool) -> tuple:
     block_size=st.sampled_from([2, 4]),
     num_blocks=st.one_of(st.none(), st.integers(2, 14)),
     free_order=st.sampled_from(["current", "classic"]),
+    enable_caching=st.sampled_from([True, True, True, False]),
     compact=st.booleans(),
 )
 def test_replayer_matches_manager_steps_and_naive_oracle(
-    trace: list[Spec], block_size: int, num_blocks: int | None, free_order: str, compact: bool
+    trace: list[Spec], block_size: int, num_blocks: int | None, free_order: str, enable_caching: bool, compact: bool
 ) -> None:
     with eager_compaction(compact):
-        _replayer_matches_manager_steps_and_naive_oracle(trace, block_size, num_blocks, free_order)
+        _replayer_matches_manager_steps_and_naive_oracle(trace, block_size, num_blocks, free_order, enable_caching)
 
 
 def _replayer_matches_manager_steps_and_naive_oracle(
-    trace: list[Spec], block_size: int, num_blocks: int | None, free_order: str
+    trace: list[Spec], block_size: int, num_blocks: int | None, free_order: str, enable_caching: bool
 ) -> None:
     # The replayer's fused one-request cycle must do exactly what the plain
-    # lookup / allocate_slots / free steps do, and what the naive oracle does:
-    # same hit and new block ids, free-queue order, hash map and evictions.
-    cfg = CacheConfig(block_size=block_size, num_blocks=num_blocks, free_order=free_order)
+    # lookup / allocate_slots / free steps do, and (with caching on) what the naive
+    # oracle does: same hit and new block ids, free-queue order, hash map, evictions.
+    cfg = CacheConfig(
+        block_size=block_size, num_blocks=num_blocks, free_order=free_order, enable_caching=enable_caching
+    )
     replayer = SequentialReplayer(cfg)
     stepped = KVCacheManager(cfg)
     oracle = NaivePrefixCache(num_blocks, block_size, free_order)
     fused_pool = replayer.manager.pool
-    for req, res, req2, req3 in zip(
-        build(trace, block_size), replayer.run(build(trace, block_size)), build(trace, block_size), build(trace, block_size)
-    ):
-        hits, n_hit = stepped.get_computed_blocks(req2)
-        new = stepped.allocate_slots(req2, req2.num_kv_tokens - n_hit, hits, n_hit)
-        stepped.free(req2)
-        expected = oracle.run(req3)
-        assert (new is None) == (expected is None) == res.rejected
+    reqs, oracle_reqs = build(trace, block_size), build(trace, block_size)
+    for res, req, req_oracle in zip(replayer.run(build(trace, block_size)), reqs, oracle_reqs):
+        hits, n_hit = stepped.get_computed_blocks(req)
+        new = stepped.allocate_slots(req, req.num_kv_tokens - n_hit, hits, n_hit)
+        stepped.free(req)
+        assert (new is None) == res.rejected
+        if new is None:
+            assert (res.hit_blocks, res.cached_tokens) == (0, 0)
+        else:
+            assert (res.hit_blocks, res.cached_tokens) == (len(hits), n_hit)
+        assert pool_state(fused_pool) == pool_state(stepped.pool)
+        check_pool(fused_pool)
+        if not enable_caching:
+            assert res.cached_tokens == 0 and fused_pool.cached == {}
+            continue
+        expected = oracle.run(req_oracle)
+        assert (expected is None) == res.rejected
         if expected is not None:
             assert (hits, new) == expected
-            assert res.hit_blocks == len(hits) and res.cached_tokens == n_hit
-        assert pool_state(fused_pool) == pool_state(stepped.pool)
         if num_blocks is not None:
             assert fused_pool.free_queue() == oracle.free_queue()
-        assert {h: pool.blocks_for_hash(h) for pool in [fused_pool] for h in pool.cached} == {
+        assert {h: fused_pool.blocks_for_hash(h) for h in fused_pool.cached} == {
             h: list(entry) for h, entry in oracle.map.items()
         }
         assert fused_pool.num_evicted == oracle.num_evicted
-        check_pool(fused_pool)
 
 
 # ------------------------------------------------------------------ concurrent requests

@@ -215,8 +215,9 @@ def test_breaker_rate_and_kinds_are_honoured() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"orgs": 0}, {"users_per_org": -1}, {"seed": 1.5}, {"seed": True}, {"min_turns": 0}, {"min_turns": 5, "max_turns": 4},
-    {"mean_gap": 0}, {"span": -1.0}, {"start": float("nan")}, {"breaker_rate": 1.5}, {"breakers": ("clock",)},
+    {"orgs": 0}, {"users_per_org": -1}, {"seed": 1.5}, {"seed": True}, {"min_turns": 0},
+    {"min_turns": 5, "max_turns": 4}, {"mean_gap": 0}, {"span": -1.0}, {"start": float("nan")},
+    {"breaker_rate": 1.5}, {"breakers": ("clock",)},
     {"breakers": ("timestamp", "timestamp")}, {"system_words": (10, 20)}, {"system_words": (500, 400)},
     {"tools_per_org": (1, 3)}, {"tools_per_org": (5, 99)}, {"block_size": 0},
 ])
