@@ -4,8 +4,10 @@ Generates a Mooncake-style hash-id trace of at least ``--blocks`` blocks with th
 project's own generator, then replays it:
 
 * unbounded, and with an LRU capacity of 10% of the trace's unique blocks;
-* through the engine (``SequentialReplayer``) and through the naive dict-and-
-  linked-list model (``kvcache.engine.naive``), on the same pre-built requests;
+* through the engine's compiled cycle (``SequentialReplayer``, implementation
+  ``c``), its pure-Python block pool (implementation ``python``) and the naive
+  dict-and-linked-list model (``kvcache.engine.naive``), on the same pre-built
+  requests, after checking that all three agree on every hit;
 * end to end from the JSONL file (parsing included), as ``kvcache replay`` does.
 
 Each timing is the median of ``--repeat`` runs (with p20/p80). Peak memory is
@@ -63,6 +65,7 @@ def quantiles(xs: list[float]) -> dict[str, float]:
 
 
 def time_runs(fn, repeat: int) -> dict[str, float]:
+    fn()  # warm-up
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -111,8 +114,12 @@ def main() -> None:
         bs = stream.block_size
         results = []
         for label, num_blocks in (("unbounded", None), ("lru-10%", n_unique // 10 + 1)):
-            def engine(nb=num_blocks):
-                return sum(r.hit_blocks for r in SequentialReplayer(CacheConfig(block_size=bs, num_blocks=nb)).run(requests))
+            def engine(nb=num_blocks, impl="c"):
+                rp = SequentialReplayer(CacheConfig(block_size=bs, num_blocks=nb), implementation=impl)
+                return sum(r.hit_blocks for r in rp.run(requests))
+
+            def python_pool(nb=num_blocks):
+                return engine(nb, "python")
 
             def naive(nb=num_blocks):
                 cache = NaivePrefixCache(nb, bs)
@@ -122,20 +129,24 @@ def main() -> None:
                 s = RequestStream(str(trace))
                 return sum(r.hit_blocks for r in SequentialReplayer(CacheConfig(block_size=bs, num_blocks=nb)).run(s))
 
-            hits = engine()
+            probe = SequentialReplayer(CacheConfig(block_size=bs, num_blocks=num_blocks))
+            hits = sum(r.hit_blocks for r in probe.run(requests))
             row = {"capacity": label, "num_blocks": num_blocks, "hit_blocks": hits,
-                   "block_hit_rate": round(hits / n_blocks, 4)}
-            for name, fn in (("engine", engine), ("end_to_end", end_to_end)) + (() if args.skip_naive else (("naive", naive),)):
-                if name == "naive":
-                    assert fn() == hits, "naive oracle disagrees with the engine"
+                   "block_hit_rate": round(hits / n_blocks, 4), "evicted_blocks": probe.stats.evicted_blocks}
+            impls = [("engine", engine), ("python_pool", python_pool), ("end_to_end", end_to_end)]
+            if not args.skip_naive:
+                impls.append(("naive", naive))
+            for name, fn in impls:
+                if name in ("python_pool", "naive"):
+                    assert fn() == hits, f"{name} disagrees with the engine"
                 t = time_runs(fn, args.repeat)
                 row[name] = {k: round(n_blocks / v / 1e6, 3) for k, v in t.items()}  # M blocks/s
                 row[name + "_seconds"] = round(t["median"], 3)
+                row[name + "_requests_per_s"] = round(n_req / t["median"])
+            print(f"{label:>10}: hit rate {row['block_hit_rate']:.4f}, {row['evicted_blocks']:,} evictions;  M blocks/s (median, p20-p80):  "
+                  + "  ".join(f"{name} {row[name]['median']:.2f} ({row[name]['p20']:.2f}-{row[name]['p80']:.2f})" for name, _ in impls)
+                  + ("" if args.skip_naive else f"  engine/naive x{row['engine']['median'] / row['naive']['median']:.1f}"))
             results.append(row)
-            print(f"{label:>10}: hit rate {row['block_hit_rate']:.4f}  engine {row['engine']['median']:.2f} M blocks/s "
-                  f"(p20 {row['engine']['p20']:.2f}, p80 {row['engine']['p80']:.2f})  "
-                  f"end-to-end {row['end_to_end']['median']:.2f}"
-                  + ("" if args.skip_naive else f"  naive {row['naive']['median']:.2f}  speed-up x{row['engine']['median'] / row['naive']['median']:.1f}"))
         mem = {
             "unbounded_1x_mb": peak_rss_mb(trace, None, 1),
             "unbounded_2x_mb": peak_rss_mb(trace, None, 2),

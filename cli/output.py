@@ -104,8 +104,8 @@ class Output:
         more = f" (top {top} of {len(rows)})" if len(rows) > top else ""
         t = table_cls(title=f"{title}{more}")
         for k in keys:
-            t.add_column(k)
-        for k in ("requests", "prompt tokens", "cached tokens", "token hit rate", "block hit rate"):
+            t.add_column(k, no_wrap=True, overflow="ellipsis" if k == "org" else "fold")
+        for k in ("reqs", "prompt tok", "cached tok", "token hit", "block hit"):
             t.add_column(k, justify="right")
         for r in shown:
             t.add_row(

@@ -14,6 +14,7 @@ from kvcache.engine.traces.records import FieldReader, TraceRecord
 
 NAME = "mooncake"
 DEFAULT_BLOCK_SIZE = 512
+_ID_TYPES = {int, str}
 
 
 def looks_like(obj: dict[str, Any]) -> bool:
@@ -23,7 +24,8 @@ def looks_like(obj: dict[str, Any]) -> bool:
 def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
     f = FieldReader(obj, path, line)
     hash_ids = obj.get("hash_ids")
-    if not isinstance(hash_ids, list) or not all(type(x) in (int, str) for x in hash_ids):
+    # set(map(type, ...)) runs in C; hash ids are ints (strings are accepted too).
+    if not isinstance(hash_ids, list) or not set(map(type, hash_ids)) <= _ID_TYPES:
         raise f.fail("expected 'hash_ids' to be a list of integers")
     input_length = f.count_or_none("input_length")
     if input_length is None:
