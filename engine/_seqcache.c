@@ -47,7 +47,10 @@ typedef struct {
 static int grow(SeqCache *s, Py_ssize_t need) {
     if (need <= s->cap) return 0;
     Py_ssize_t cap = s->cap ? s->cap : 64;
-    while (cap < need) cap *= 2;
+    while (cap < need) {
+        if (cap > PY_SSIZE_T_MAX / 16) { PyErr_NoMemory(); return -1; }
+        cap *= 2;
+    }
     PyObject **h = PyMem_Realloc(s->hash, cap * sizeof(PyObject *));
     if (!h) { PyErr_NoMemory(); return -1; }
     s->hash = h;
@@ -70,7 +73,10 @@ static int grow(SeqCache *s, Py_ssize_t need) {
 static int grow_scratch(SeqCache *s, Py_ssize_t need) {
     if (need <= s->scratch_cap) return 0;
     Py_ssize_t cap = s->scratch_cap ? s->scratch_cap : 256;
-    while (cap < need) cap *= 2;
+    while (cap < need) {
+        if (cap > PY_SSIZE_T_MAX / 16) { PyErr_NoMemory(); return -1; }
+        cap *= 2;
+    }
     Py_ssize_t *a = PyMem_Realloc(s->hits, cap * sizeof(Py_ssize_t));
     if (!a) { PyErr_NoMemory(); return -1; }
     s->hits = a;
@@ -80,6 +86,14 @@ static int grow_scratch(SeqCache *s, Py_ssize_t need) {
     s->scratch_cap = cap;
     return 0;
 }
+
+#define CHECK_INIT(s, ret)                                                         \
+    do {                                                                           \
+        if (!(s)->cached) {                                                        \
+            PyErr_SetString(PyExc_RuntimeError, "SeqCache.__init__ has not run"); \
+            return ret;                                                            \
+        }                                                                          \
+    } while (0)
 
 static inline void tail_unlink(SeqCache *s, Py_ssize_t b) {
     Py_ssize_t p = s->prev[b], n = s->next[b];
@@ -202,12 +216,17 @@ static PyObject *SeqCache_cycle(SeqCache *s, PyObject *args) {
     Py_ssize_t max_hit, total, cache_end;
     int record = 0;
     if (!PyArg_ParseTuple(args, "O!nnn|p", &PyList_Type, &keys, &max_hit, &total, &cache_end, &record)) return NULL;
+    CHECK_INIT(s, NULL);
+    if (total < 0) { PyErr_SetString(PyExc_ValueError, "total_blocks must not be negative"); return NULL; }
     Py_ssize_t nkeys = PyList_GET_SIZE(keys);
     if (max_hit > nkeys) max_hit = nkeys;
+    if (max_hit > total) max_hit = total;
     if (max_hit < 0) max_hit = 0;
     if (cache_end > nkeys) cache_end = nkeys;
     if (cache_end > total) cache_end = total;
-    if (grow_scratch(s, (total > max_hit ? total : max_hit) + 1) < 0) return NULL;
+    /* capacity: the hits are free blocks too, so the whole request must fit */
+    if (s->fresh_end >= 0 && total > num_free(s)) return PyLong_FromLong(-1);
+    if (grow_scratch(s, total + 1) < 0) return NULL;
 
     /* 1. lookup: the longest run of cached keys from the start */
     Py_ssize_t k = 0;
@@ -216,13 +235,12 @@ static PyObject *SeqCache_cycle(SeqCache *s, PyObject *args) {
         if (!v) { if (PyErr_Occurred()) return NULL; break; }
         s->hits[k] = PyLong_AsSsize_t(v);
     }
-    if (k > total) k = total;
     Py_ssize_t need = total - k;
-    /* capacity: hits are free blocks too, and they must all stay out of the pops */
-    if (s->fresh_end >= 0 && total > num_free(s)) return PyLong_FromLong(-1);
 
-    /* 2. touch: hits leave the free queue (they are always in the tail here) */
-    for (Py_ssize_t i = 0; i < k; i++) tail_unlink(s, s->hits[i]);
+    /* 2. touch: hits leave the free queue. A malformed trace can repeat a key
+       inside one request, so a block may be hit twice: unlink it once. */
+    for (Py_ssize_t i = 0; i < k; i++)
+        if (s->in_tail[s->hits[i]]) tail_unlink(s, s->hits[i]);
 
     /* 3. allocate: pop the head stack, then fresh ids, then the LRU tail */
     Py_ssize_t *out = s->fresh_ids;
@@ -263,7 +281,11 @@ static PyObject *SeqCache_cycle(SeqCache *s, PyObject *args) {
     for (Py_ssize_t lo = group_start, hi = s->head_len - 1; lo < hi; lo++, hi--) {
         Py_ssize_t t = s->head[lo]; s->head[lo] = s->head[hi]; s->head[hi] = t;
     }
-    for (Py_ssize_t i = k - 1; i >= 0; i--) tail_append(s, s->hits[i]);
+    for (Py_ssize_t i = k - 1; i >= 0; i--) {
+        Py_ssize_t b = s->hits[i];
+        if (s->in_tail[b]) tail_unlink(s, b); /* a repeated hit: it ends where its first use frees it */
+        tail_append(s, b);
+    }
 
     if (record) {
         PyObject *h = ids_to_list(s->hits, k), *w = ids_to_list(out, need);
@@ -275,6 +297,7 @@ static PyObject *SeqCache_cycle(SeqCache *s, PyObject *args) {
 }
 
 static PyObject *SeqCache_free_queue(SeqCache *s, PyObject *Py_UNUSED(ignored)) {
+    CHECK_INIT(s, NULL);
     PyObject *l = PyList_New(0);
     if (!l) return NULL;
     for (Py_ssize_t i = s->head_len - 1; i >= 0; i--) {
@@ -297,16 +320,20 @@ static PyObject *SeqCache_free_queue(SeqCache *s, PyObject *Py_UNUSED(ignored)) 
 }
 
 static PyObject *SeqCache_num_free_blocks(SeqCache *s, void *Py_UNUSED(c)) {
+    CHECK_INIT(s, NULL);
     return PyLong_FromSsize_t(num_free(s));
 }
 static PyObject *SeqCache_num_evicted(SeqCache *s, void *Py_UNUSED(c)) {
+    CHECK_INIT(s, NULL);
     return PyLong_FromLongLong(s->num_evicted);
 }
 static PyObject *SeqCache_cached(SeqCache *s, void *Py_UNUSED(c)) {
+    CHECK_INIT(s, NULL);
     Py_INCREF(s->cached);
     return s->cached;
 }
 static PyObject *SeqCache_duplicates(SeqCache *s, void *Py_UNUSED(c)) {
+    CHECK_INIT(s, NULL);
     Py_INCREF(s->duplicates);
     return s->duplicates;
 }
@@ -326,6 +353,7 @@ static int SeqCache_init(SeqCache *s, PyObject *args, PyObject *kw) {
     PyObject *num_blocks = Py_None;
     const char *order = "current";
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|Os", names, &num_blocks, &order)) return -1;
+    if (s->cached) { PyErr_SetString(PyExc_RuntimeError, "a SeqCache cannot be re-initialised"); return -1; }
     if (strcmp(order, "current") == 0) s->to_head = 1;
     else if (strcmp(order, "classic") == 0) s->to_head = 0;
     else { PyErr_Format(PyExc_ValueError, "unknown free order %s", order); return -1; }

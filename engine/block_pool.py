@@ -138,6 +138,8 @@ class BlockPool:
 
     def _pop_head_and_fresh(self, n: int) -> list[int]:
         """Up to ``n`` blocks from the head stack, then the fresh range."""
+        if n <= 0:
+            return []  # (head[-0:] would be the whole stack)
         head = self._head
         out: list[int] = []
         if head:

@@ -154,6 +154,27 @@ def test_later_unhashed_frees_go_in_front_of_earlier_ones() -> None:
     assert_consistent(pool)
 
 
+@pytest.mark.parametrize(
+    ("free_order", "queue"),
+    [("current", [3, 2, 4, 5, 1]), ("classic", [4, 5, 3, 2, 1])],
+)
+def test_cycle_isolated_with_no_new_block_leaves_the_queue_alone(free_order: str, queue: list[int]) -> None:
+    # With the hit cap at the whole prompt (hash-id traces, --hit-cap none) and at
+    # most one output token, a repeat hits every block it needs: nothing is popped.
+    pool = BlockPool(6, free_order)
+    # Step 1: one keyed prompt block and two decode blocks without keys: [1, 2, 3].
+    assert pool.cycle_isolated([], 3, [H1]) == [1, 2, 3]
+    # Current order: the unhashed 3, 2 are the head group; classic: all to the tail.
+    assert pool.free_queue() == queue
+    # Step 2: the repeat hits block 1 and needs no new block. The head group must
+    # neither be reported as new blocks nor come back in another order.
+    assert pool.cycle_isolated([1], 0, []) == []
+    assert pool.free_queue() == queue
+    assert pool.cached == {H1: 1}
+    assert pool.num_evicted == 0
+    assert_consistent(pool)
+
+
 # ------------------------------------------------------------------ eviction
 @pytest.mark.parametrize("free_order", ["current", "classic"])
 def test_eviction_is_lru_and_deeper_blocks_go_first(free_order: str) -> None:

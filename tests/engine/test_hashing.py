@@ -255,18 +255,22 @@ def _requests(algo: str) -> list[Request]:
 
 @pytest.mark.parametrize("num_blocks", [None, 40, 12, 8])
 @pytest.mark.parametrize("free_order", ["current", "classic"])
-def test_xxh3_and_sha256_give_identical_hits(num_blocks: int | None, free_order: str) -> None:
+def test_xxh3_and_sha256_give_identical_hits(num_blocks: int | None, free_order: str, implementation: str) -> None:
     results = {}
     for algo in ALGOS:
         cfg = CacheConfig(block_size=4, num_blocks=num_blocks, hash_algo=algo, free_order=free_order)
-        replayer = SequentialReplayer(cfg)
+        replayer = SequentialReplayer(cfg, implementation=implementation)
+        assert replayer.implementation == implementation
         results[algo] = [
             (r.request_id, r.cached_tokens, r.hit_blocks, r.first_miss_block, r.rejected)
             for r in replayer.run(_requests(algo))
         ]
-        results[algo + "-evicted"] = replayer.manager.pool.num_evicted
+        results[algo + "-evicted"] = replayer.stats.evicted_blocks
+        # The same block ids end up free, in the same order, whatever the digest type.
+        results[algo + "-queue"] = replayer.free_queue()
     assert results["xxh3_128"] == results["sha256"]
     assert results["xxh3_128-evicted"] == results["sha256-evicted"]
+    assert results["xxh3_128-queue"] == results["sha256-queue"]
     # The trace is not trivial: something hits, and the org-b repeat hits (r4 after r3).
     hits = {rid: cached for rid, cached, *_ in results["sha256"]}
     assert sum(hits.values()) > 0

@@ -6,6 +6,7 @@ ref counts and the whole free queue (head first). Block 0 is the null block.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import pytest
@@ -453,16 +454,33 @@ def test_reset_prefix_cache_needs_every_block_free() -> None:
 
 
 # ------------------------------------------------------------------ sequential replay
-def test_replayer_rejects_a_request_that_cannot_fit_an_empty_pool() -> None:
+# Replay behaviour is checked on both implementations (the ``implementation``
+# fixture in conftest.py: the pure-Python manager and the C accelerator) through
+# the replayer's public view: free_queue(), cached and stats.
+def test_replayer_rejects_a_request_that_cannot_fit_an_empty_pool(implementation: str) -> None:
     cfg = CacheConfig(num_blocks=4, block_size=4)  # 3 usable blocks = 12 tokens of KV
-    replayer = SequentialReplayer(cfg)
+    replayer = SequentialReplayer(cfg, implementation=implementation)
+    assert replayer.implementation == implementation
     reqs = [
         make_request("fits", range(12), [50]),  # KV 12: fits exactly
         make_request("too-long", range(13)),  # KV 13: 4 blocks
         make_request("too-long-decode", range(12), [50, 51]),  # KV 13 via decode
         make_request("repeat", range(12), [60]),
     ]
-    results = list(replayer.run(reqs))
+    seen = []
+    for res in replayer.run(reqs):
+        seen.append((res.request_id, replayer.free_queue(), dict(replayer.cached), replayer.stats.evicted_blocks))
+    k0, k1, k2 = reqs[0].block_keys
+    assert seen == [
+        # fits: [1, 2, 3], all hashed, freed tail first.
+        ("fits", [3, 2, 1], {k0: 1, k1: 2, k2: 3}, 0),
+        # The rejections change nothing: same queue, same map, no eviction.
+        ("too-long", [3, 2, 1], {k0: 1, k1: 2, k2: 3}, 0),
+        ("too-long-decode", [3, 2, 1], {k0: 1, k1: 2, k2: 3}, 0),
+        # repeat: hits [1, 2] (n - 1 cap), pops 3 past them (evicting k2) and caches k2 in it again.
+        ("repeat", [3, 2, 1], {k0: 1, k1: 2, k2: 3}, 1),
+    ]
+    results = list(SequentialReplayer(cfg, implementation=implementation).run(reqs))
     assert [r.rejected for r in results] == [False, True, True, False]
     rej = results[1]
     assert (rej.cached_tokens, rej.hit_blocks, rej.blocks, rej.first_miss_block) == (0, 0, 3, 0)
@@ -470,10 +488,33 @@ def test_replayer_rejects_a_request_that_cannot_fit_an_empty_pool() -> None:
     # The rejections left the cache alone: the repeat hits 2 blocks (n - 1 cap).
     assert (results[3].cached_tokens, results[3].hit_blocks, results[3].first_miss_block) == (8, 2, 2)
     assert replayer.stats.rejected_requests == 2
-    pool = replayer.manager.pool
-    assert replayer.manager.req_to_blocks == {}
-    assert refs(replayer.manager) == [1, 0, 0, 0]
-    assert sorted(pool.free_queue()) == [1, 2, 3]
+
+
+def test_python_replayer_leaves_no_request_or_reference_behind() -> None:
+    # The pure-Python replayer drives a KVCacheManager: after each request (run,
+    # or rejected) no request is registered and every block is back at ref_cnt 0.
+    replayer = SequentialReplayer(CacheConfig(num_blocks=4, block_size=4), implementation="python")
+    assert replayer.seq_cache is None
+    mgr = replayer.manager
+    assert mgr is not None
+    reqs = [make_request("fits", range(12), [50]), make_request("too-long", range(13)), make_request("repeat", range(9))]
+    for res in replayer.run(reqs):
+        assert mgr.req_to_blocks == {} and mgr.num_cached_blocks == {}, res.request_id
+        assert refs(mgr) == [1, 0, 0, 0], res.request_id
+    assert mgr.pool.free_queue() == replayer.free_queue() == [3, 2, 1]
+    assert mgr.pool.cached is replayer.cached
+
+
+@pytest.mark.skipif(
+    os.environ.get("KVCACHE_PURE_PYTHON", "") not in ("", "0"), reason="KVCACHE_PURE_PYTHON disables the C path"
+)
+def test_c_replayer_exposes_its_seq_cache() -> None:
+    replayer = SequentialReplayer(CacheConfig(num_blocks=4, block_size=4), implementation="c")
+    assert replayer.implementation == "c"
+    assert replayer.manager is None and replayer.seq_cache is not None
+    list(replayer.run([make_request("a", range(9))]))
+    assert replayer.cached is replayer.seq_cache.cached
+    assert replayer.free_queue() == replayer.seq_cache.free_queue() == [3, 2, 1]
 
 
 @pytest.mark.parametrize(
@@ -483,9 +524,12 @@ def test_replayer_rejects_a_request_that_cannot_fit_an_empty_pool() -> None:
         ("classic", [[4, 5, 3, 2, 1], [3, 2, 1, 5, 4], [4, 5, 3, 2, 1], [5, 3, 4, 2, 1]], [0, 0, 2, 3]),
     ],
 )
-def test_replayer_step_by_step(free_order: str, queues: list[list[int]], evictions: list[int]) -> None:
-    replayer = SequentialReplayer(CacheConfig(num_blocks=6, block_size=4, free_order=free_order))
-    pool = replayer.manager.pool
+def test_replayer_step_by_step(
+    free_order: str, queues: list[list[int]], evictions: list[int], implementation: str
+) -> None:
+    replayer = SequentialReplayer(
+        CacheConfig(num_blocks=6, block_size=4, free_order=free_order), implementation=implementation
+    )
     reqs = [
         # R1: |0..3|4..7|8..11| + 1 output: KV 12 -> blocks [1, 2, 3], all hashed.
         make_request("R1", range(12), [99]),
@@ -500,7 +544,7 @@ def test_replayer_step_by_step(free_order: str, queues: list[list[int]], evictio
     ]
     seen = []
     for res in replayer.run(reqs):
-        seen.append((res.request_id, res.cached_tokens, pool.free_queue(), pool.num_evicted))
+        seen.append((res.request_id, res.cached_tokens, replayer.free_queue(), replayer.stats.evicted_blocks))
     assert seen == [
         ("R1", 0, queues[0], evictions[0]),
         ("R2", 0, queues[1], evictions[1]),
@@ -508,38 +552,73 @@ def test_replayer_step_by_step(free_order: str, queues: list[list[int]], evictio
         ("R4", 8, queues[3], evictions[3]),
     ]
     assert replayer.stats.evicted_blocks == evictions[-1]
-    assert pool.ref_cnt == [1, 0, 0, 0, 0, 0]
     # R1's first two blocks survived everything: they were hits, never evicted.
-    assert pool.get_cached_block(reqs[0].block_keys[0]) == 1
-    assert pool.get_cached_block(reqs[0].block_keys[1]) == 2
+    assert replayer.cached[reqs[0].block_keys[0]] == 1
+    assert replayer.cached[reqs[0].block_keys[1]] == 2
 
 
-@pytest.mark.parametrize("path", ["manager", "replayer"])
-def test_unkeyed_decode_blocks_go_to_the_head_deepest_first(path: str) -> None:
+def unkeyed_decode_request() -> Request:
     # As in a hash-id trace: only the 2 prompt blocks have keys; 9 outputs make
     # KV for 16 tokens, so blocks 3 and 4 are computed but never cached.
-    cfg = CacheConfig(num_blocks=10, block_size=4)
-    prompt = list(range(8))
-    req = make_request("h", prompt, [100 + i for i in range(9)])
+    req = make_request("h", range(8), [100 + i for i in range(9)])
     req.block_keys = req.block_keys[:2]
-    if path == "manager":
-        mgr = KVCacheManager(cfg)
-        assert run_once(mgr, req) == ([], 0, [1, 2, 3, 4])
-        mgr.free(req)
-        pool = mgr.pool
-    else:
-        replayer = SequentialReplayer(cfg)
-        assert [r.cached_tokens for r in replayer.run([req])] == [0]
-        pool = replayer.manager.pool
+    return req
+
+
+def test_unkeyed_decode_blocks_go_to_the_head_deepest_first() -> None:
+    mgr = KVCacheManager(CacheConfig(num_blocks=10, block_size=4))
+    req = unkeyed_decode_request()
+    assert run_once(mgr, req) == ([], 0, [1, 2, 3, 4])
+    mgr.free(req)
     # Freed tail first (4, 3, 2, 1): the unhashed 4, 3 form one group at the head
     # in that order; the hashed 2, 1 go to the tail.
-    assert pool.free_queue() == [4, 3, 5, 6, 7, 8, 9, 2, 1]
-    assert pool.block_hash[1:5] == [req.block_keys[0], req.block_keys[1], None, None]
+    assert mgr.pool.free_queue() == [4, 3, 5, 6, 7, 8, 9, 2, 1]
+    assert mgr.pool.block_hash[1:5] == [req.block_keys[0], req.block_keys[1], None, None]
 
 
-def test_replayer_results() -> None:
+def test_replayer_unkeyed_decode_blocks_go_to_the_head_deepest_first(implementation: str) -> None:
+    replayer = SequentialReplayer(CacheConfig(num_blocks=10, block_size=4), implementation=implementation)
+    req = unkeyed_decode_request()
+    assert [r.cached_tokens for r in replayer.run([req])] == [0]
+    # The same as KVCacheManager's step by step (the test above).
+    assert replayer.free_queue() == [4, 3, 5, 6, 7, 8, 9, 2, 1]
+    assert replayer.cached == {req.block_keys[0]: 1, req.block_keys[1]: 2}
+
+
+def test_replayer_fully_hit_request_allocates_nothing(implementation: str) -> None:
+    # Hit cap = the whole prompt, as for hash-id traces (--hit-cap none): a repeat
+    # with at most one output token hits every block it needs and pops none.
+    replayer = SequentialReplayer(CacheConfig(num_blocks=6, block_size=4), implementation=implementation)
+
+    def req(rid: str, prompt: Sequence[int], output: Sequence[int] = ()) -> Request:
+        r = make_request(rid, prompt, output)
+        r.block_keys = r.block_keys[: len(prompt) // 4]  # decode blocks carry no key
+        r.hit_cap_tokens = len(prompt)
+        return r
+
+    reqs = [
+        # R0: |0..3| + 9 outputs: KV 12 -> [1 keyed, 2, 3 unkeyed]; 3, 2 go to the head.
+        req("R0", range(4), range(100, 109)),
+        # R1: the same prompt, no output: KV 4 -> hits [1], needs no new block.
+        req("R1", range(4)),
+        # R2: an unrelated prompt + 5 outputs: KV 8 pops the head group 3, 2.
+        req("R2", range(50, 54), range(200, 205)),
+    ]
+    seen = []
+    for res in replayer.run(reqs):
+        seen.append((res.request_id, res.cached_tokens, res.first_miss_block, replayer.free_queue()))
+    assert seen == [
+        ("R0", 0, 0, [3, 2, 4, 5, 1]),
+        ("R1", 4, None, [3, 2, 4, 5, 1]),
+        # 3 takes R2's keyed block (to the tail), 2 its unkeyed one (back to the head).
+        ("R2", 0, 0, [2, 4, 5, 1, 3]),
+    ]
+    assert replayer.cached == {reqs[0].block_keys[0]: 1, reqs[2].block_keys[0]: 3}
+
+
+def test_replayer_results(implementation: str) -> None:
     cfg = CacheConfig(num_blocks=None, block_size=16)
-    replayer = SequentialReplayer(cfg)
+    replayer = SequentialReplayer(cfg, implementation=implementation)
     reqs = [
         make_request("a", range(64), block_size=16),
         make_request("b", range(64), block_size=16),
@@ -557,20 +636,38 @@ def test_replayer_results() -> None:
     ]
     assert replayer.stats.evicted_blocks == 0
     assert replayer.stats.rejected_requests == 0
+    # Unbounded, so the listed queue holds only blocks used so far: the unhashed
+    # head group, then the LRU tail.
+    # a: fresh [1, 2, 3, 4], all hashed       -> [4, 3, 2, 1]
+    # b: hits [1, 2, 3], recomputes its 4th block into fresh 5 (a duplicate of 4)
+    #                                         -> [4, 5, 3, 2, 1]
+    # c: hits [1, 2, 3, 4] (the older copy), fresh 6 holds the partial token
+    #                                         -> [6, 5, 4, 3, 2, 1]
+    # d: hits [1], pops 6 from the head (now hashed, to the tail) and fresh 7 (partial)
+    #                                         -> [7, 5, 4, 3, 2, 6, 1]
+    # e: one partial block: pops 7 from the head and puts it back there.
+    assert replayer.free_queue() == [7, 5, 4, 3, 2, 6, 1]
+    k = reqs[0].block_keys
+    assert replayer.cached == {k[0]: 1, k[1]: 2, k[2]: 3, k[3]: 4, reqs[3].block_keys[1]: 6}
+    assert replayer.stats.peak_cached_blocks == 5
 
 
-def test_replayer_stats_track_the_peak_of_cached_blocks() -> None:
+def test_replayer_stats_track_the_peak_of_cached_blocks(implementation: str) -> None:
     # 3 usable blocks. A caches 3 blocks; B (2 tokens) then pops one of them for its
     # partial block and caches nothing, so the cache shrinks from 3 to 2 hashes.
-    replayer = SequentialReplayer(CacheConfig(num_blocks=4, block_size=4))
-    pool = replayer.manager.pool
+    replayer = SequentialReplayer(CacheConfig(num_blocks=4, block_size=4), implementation=implementation)
     sizes = []
     for _ in replayer.run([make_request("A", range(12), [99]), make_request("B", [50, 51])]):
-        sizes.append(pool.cached_hashes())
+        sizes.append(len(replayer.cached))
     assert sizes == [3, 2]
     assert replayer.stats.evicted_blocks == 1
     # "peak" must be the largest number seen while replaying, not the final one.
     assert replayer.stats.peak_cached_blocks == 3
+
+
+def test_replayer_rejects_unknown_implementation() -> None:
+    with pytest.raises(ValueError):
+        SequentialReplayer(CacheConfig(), implementation="rust")
 
 
 # ------------------------------------------------------------------ config

@@ -140,6 +140,33 @@ def check_lookup(mgr: KVCacheManager, req: Request, hits: list[int], n_hit: int)
         assert mgr.pool.block_hash[b] == req.block_keys[i]
 
 
+def replayer_blocks_for_hash(replayer: SequentialReplayer) -> dict[object, list[int]]:
+    """hash -> every block holding it, oldest first, read from either implementation."""
+    if replayer.seq_cache is not None:
+        dups = replayer.seq_cache.duplicates
+        return {h: [b, *dups.get(h, ())] for h, b in replayer.cached.items()}
+    pool = replayer.manager.pool  # type: ignore[union-attr]
+    return {h: pool.blocks_for_hash(h) for h in pool.cached}
+
+
+def check_replayer(replayer: SequentialReplayer, num_blocks: int | None) -> None:
+    """Invariants visible through any replayer between requests: every block is free."""
+    queue = replayer.free_queue()
+    assert len(queue) == len(set(queue)), f"duplicate in free queue {queue}"
+    assert NULL_BLOCK_ID not in queue
+    if num_blocks is not None:
+        assert sorted(queue) == list(range(1, num_blocks))
+    else:
+        assert replayer.stats.evicted_blocks == 0
+    # Each cached block holds one hash, and is free, so it sits in the queue.
+    held = [b for ids in replayer_blocks_for_hash(replayer).values() for b in ids]
+    assert len(held) == len(set(held))
+    assert set(held) <= set(queue)
+    assert replayer.stats.peak_cached_blocks >= len(replayer.cached)
+    if replayer.manager is not None:
+        check_manager(replayer.manager, {})
+
+
 # ------------------------------------------------------------------ sequential replay
 @SETTINGS
 @given(
@@ -149,27 +176,31 @@ def check_lookup(mgr: KVCacheManager, req: Request, hits: list[int], n_hit: int)
     free_order=st.sampled_from(["current", "classic"]),
 )
 def test_sequential_replay_invariants_and_capacity_monotonicity(
-    trace: list[Spec], block_size: int, num_blocks: int, free_order: str
+    trace: list[Spec], block_size: int, num_blocks: int, free_order: str, implementation: str
 ) -> None:
-    finite = SequentialReplayer(CacheConfig(block_size=block_size, num_blocks=num_blocks, free_order=free_order))
-    unbounded = SequentialReplayer(CacheConfig(block_size=block_size, num_blocks=None, free_order=free_order))
+    finite = SequentialReplayer(
+        CacheConfig(block_size=block_size, num_blocks=num_blocks, free_order=free_order), implementation
+    )
+    unbounded = SequentialReplayer(
+        CacheConfig(block_size=block_size, num_blocks=None, free_order=free_order), implementation
+    )
     f_results, u_results = [], []
-    for replayer, results in ((finite, f_results), (unbounded, u_results)):
+    for replayer, results, limit in ((finite, f_results, num_blocks), (unbounded, u_results, None)):
+        assert replayer.implementation == implementation
         reqs = build(trace, block_size)
         for req, res in zip(reqs, replayer.run(reqs)):
             # After every request: all blocks are free again and the pool is consistent.
-            check_manager(replayer.manager, {})
-            pool = replayer.manager.pool
-            if pool.num_blocks is not None:
-                assert sorted(pool.free_queue()) == list(range(1, num_blocks))
+            check_replayer(replayer, limit)
             assert res.cached_tokens % block_size == 0
             assert res.cached_tokens <= req.prompt_tokens - 1
             assert res.hit_blocks * block_size == res.cached_tokens
             assert res.blocks == req.prompt_tokens // block_size
-            fits = -(-req.num_kv_tokens // block_size) <= (num_blocks - 1 if pool.num_blocks else 1 << 62)
+            fits = limit is None or -(-req.num_kv_tokens // block_size) <= limit - 1
             assert res.rejected == (not fits)
             results.append(res)
-    assert unbounded.manager.pool.num_evicted == 0
+    assert unbounded.stats.evicted_blocks == 0
+    assert finite.stats.rejected_requests == sum(f.rejected for f in f_results)
+    assert unbounded.stats.rejected_requests == 0
     # Per request, not just in total: an unbounded pool never evicts, so before each
     # request its map holds every key ever cached, a superset of the finite pool's
     # keys (both replays insert the same keys; only the finite one evicts or rejects).
@@ -179,7 +210,7 @@ def test_sequential_replay_invariants_and_capacity_monotonicity(
         assert f.cached_tokens <= u.cached_tokens, (f, u)
     assert sum(f.cached_tokens for f in f_results) <= sum(u.cached_tokens for u in u_results)
     # And when the finite pool never evicted or rejected, it holds the same keys: equal hits.
-    if finite.manager.pool.num_evicted == 0 and not any(f.rejected for f in f_results):
+    if finite.stats.evicted_blocks == 0 and not any(f.rejected for f in f_results):
         assert [f.cached_tokens for f in f_results] == [u.cached_tokens for u in u_results]
 
 
@@ -191,14 +222,19 @@ def test_sequential_replay_invariants_and_capacity_monotonicity(
     free_order=st.sampled_from(["current", "classic"]),
 )
 def test_hash_algorithm_does_not_change_results(
-    trace: list[Spec], block_size: int, num_blocks: int | None, free_order: str
+    trace: list[Spec], block_size: int, num_blocks: int | None, free_order: str, implementation: str
 ) -> None:
     got = []
     for algo in ("xxh3_128", "sha256"):
         replayer = SequentialReplayer(
-            CacheConfig(block_size=block_size, num_blocks=num_blocks, hash_algo=algo, free_order=free_order)
+            CacheConfig(block_size=block_size, num_blocks=num_blocks, hash_algo=algo, free_order=free_order),
+            implementation,
         )
-        got.append([(r.cached_tokens, r.rejected) for r in replayer.run(build(trace, block_size, algo))])
+        steps = []
+        for r in replayer.run(build(trace, block_size, algo)):
+            # Same hits, and the same blocks free in the same order, after every request.
+            steps.append((r.cached_tokens, r.rejected, replayer.free_queue(), replayer.stats.evicted_blocks))
+        got.append((steps, replayer.stats))
     assert got[0] == got[1]
 
 
@@ -221,25 +257,38 @@ def pool_state(pool: BlockPool) -> tuple:
     compact=st.booleans(),
 )
 def test_replayer_matches_manager_steps_and_naive_oracle(
-    trace: list[Spec], block_size: int, num_blocks: int | None, free_order: str, enable_caching: bool, compact: bool
+    trace: list[Spec],
+    block_size: int,
+    num_blocks: int | None,
+    free_order: str,
+    enable_caching: bool,
+    compact: bool,
+    implementation: str,
 ) -> None:
     with eager_compaction(compact):
-        _replayer_matches_manager_steps_and_naive_oracle(trace, block_size, num_blocks, free_order, enable_caching)
+        _replayer_matches_manager_steps_and_naive_oracle(
+            trace, block_size, num_blocks, free_order, enable_caching, implementation
+        )
 
 
 def _replayer_matches_manager_steps_and_naive_oracle(
-    trace: list[Spec], block_size: int, num_blocks: int | None, free_order: str, enable_caching: bool
+    trace: list[Spec],
+    block_size: int,
+    num_blocks: int | None,
+    free_order: str,
+    enable_caching: bool,
+    implementation: str,
 ) -> None:
-    # The replayer's fused one-request cycle must do exactly what the plain
-    # lookup / allocate_slots / free steps do, and (with caching on) what the naive
-    # oracle does: same hit and new block ids, free-queue order, hash map, evictions.
+    # The replayer's one-request cycle (fused Python, or C) must do exactly what
+    # the plain lookup / allocate_slots / free steps do, and (with caching on) what
+    # the naive oracle does: same hits, free-queue order, hash map, evictions.
     cfg = CacheConfig(
         block_size=block_size, num_blocks=num_blocks, free_order=free_order, enable_caching=enable_caching
     )
-    replayer = SequentialReplayer(cfg)
+    replayer = SequentialReplayer(cfg, implementation)
+    assert replayer.implementation == implementation
     stepped = KVCacheManager(cfg)
     oracle = NaivePrefixCache(num_blocks, block_size, free_order)
-    fused_pool = replayer.manager.pool
     reqs, oracle_reqs = build(trace, block_size), build(trace, block_size)
     for res, req, req_oracle in zip(replayer.run(build(trace, block_size)), reqs, oracle_reqs):
         hits, n_hit = stepped.get_computed_blocks(req)
@@ -250,21 +299,24 @@ def _replayer_matches_manager_steps_and_naive_oracle(
             assert (res.hit_blocks, res.cached_tokens) == (0, 0)
         else:
             assert (res.hit_blocks, res.cached_tokens) == (len(hits), n_hit)
-        assert pool_state(fused_pool) == pool_state(stepped.pool)
-        check_pool(fused_pool)
+        # Both list the head group and the tail (and, when bounded, the fresh range).
+        assert replayer.free_queue() == stepped.pool.free_queue()
+        assert replayer_blocks_for_hash(replayer) == {h: stepped.pool.blocks_for_hash(h) for h in stepped.pool.cached}
+        assert replayer.stats.evicted_blocks == stepped.pool.num_evicted
+        if replayer.manager is not None:
+            assert pool_state(replayer.manager.pool) == pool_state(stepped.pool)
+            check_pool(replayer.manager.pool)
         if not enable_caching:
-            assert res.cached_tokens == 0 and fused_pool.cached == {}
+            assert res.cached_tokens == 0 and replayer.cached == {}
             continue
         expected = oracle.run(req_oracle)
         assert (expected is None) == res.rejected
         if expected is not None:
             assert (hits, new) == expected
         if num_blocks is not None:
-            assert fused_pool.free_queue() == oracle.free_queue()
-        assert {h: fused_pool.blocks_for_hash(h) for h in fused_pool.cached} == {
-            h: list(entry) for h, entry in oracle.map.items()
-        }
-        assert fused_pool.num_evicted == oracle.num_evicted
+            assert replayer.free_queue() == oracle.free_queue()
+        assert replayer_blocks_for_hash(replayer) == {h: list(entry) for h, entry in oracle.map.items()}
+        assert replayer.stats.evicted_blocks == oracle.num_evicted
 
 
 # ------------------------------------------------------------------ concurrent requests
