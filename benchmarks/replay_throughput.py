@@ -64,14 +64,15 @@ def quantiles(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "p20": q(0.2), "p80": q(0.8)}
 
 
-def time_runs(fn, repeat: int) -> dict[str, float]:
-    fn()  # warm-up
+def time_runs(fn, repeat: int) -> list[float]:
+    """Seconds per run, after one warm-up run."""
+    fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return quantiles(times)
+    return times
 
 
 def peak_rss_mb(trace: Path, num_blocks: int | None, copies: int) -> float:
@@ -139,10 +140,11 @@ def main() -> None:
             for name, fn in impls:
                 if name in ("python_pool", "naive"):
                     assert fn() == hits, f"{name} disagrees with the engine"
-                t = time_runs(fn, args.repeat)
-                row[name] = {k: round(n_blocks / v / 1e6, 3) for k, v in t.items()}  # M blocks/s
-                row[name + "_seconds"] = round(t["median"], 3)
-                row[name + "_requests_per_s"] = round(n_req / t["median"])
+                times = time_runs(fn, args.repeat)
+                rates = quantiles([n_blocks / t / 1e6 for t in times])  # M blocks/s
+                row[name] = {k: round(v, 3) for k, v in rates.items()}
+                row[name + "_seconds"] = round(statistics.median(times), 3)
+                row[name + "_requests_per_s"] = round(n_req / statistics.median(times))
             print(f"{label:>10}: hit rate {row['block_hit_rate']:.4f}, {row['evicted_blocks']:,} evictions;  M blocks/s (median, p20-p80):  "
                   + "  ".join(f"{name} {row[name]['median']:.2f} ({row[name]['p20']:.2f}-{row[name]['p80']:.2f})" for name, _ in impls)
                   + ("" if args.skip_naive else f"  engine/naive x{row['engine']['median'] / row['naive']['median']:.1f}"))

@@ -418,7 +418,7 @@ static PyTypeObject SeqCacheType = {
 
 static struct PyModuleDef seqcache_module = {
     PyModuleDef_HEAD_INIT, "_seqcache",
-    "C implementation of the sequential replay's block-pool cycle.", -1, NULL,
+    "C implementation of the sequential replay's block-pool cycle.", -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__seqcache(void) {
