@@ -1,1 +1,1 @@
-"""x"""
+"""The ``kvcache`` command line: thin typer commands over the library."""

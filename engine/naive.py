@@ -94,20 +94,15 @@ class NaivePrefixCache:
 
     def _pop(self) -> _Block:
         if self.unbounded:
-            # Head-prepended unhashed blocks come first, then an endless fresh range.
+            # The queue is: head-prepended unhashed blocks, then an endless fresh
+            # range, then the tail. Only "current" order ever prepends.
             first = self.free.front.next
-            if first is not self.free.back and first is not None and first.block_hash is None and self._is_head_group(first):
+            if self.free_order == "current" and first is not self.free.back and first is not None and first.block_hash is None:
                 return self.free.popleft()
             b = _Block(len(self.blocks))
             self.blocks.append(b)
             return b
         return self.free.popleft()
-
-    def _is_head_group(self, b: _Block) -> bool:
-        # In an unbounded pool the tail only ever receives hashed blocks (current
-        # order) so an unhashed block at the front was prepended; in classic order
-        # unhashed frees go behind the endless fresh range and are never reused.
-        return self.free_order == "current"
 
     def run(self, req: Request) -> tuple[list[int], list[int]] | None:
         """Look up, allocate for prompt + decode, cache full blocks, free tail first."""

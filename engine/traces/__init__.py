@@ -1,1 +1,1 @@
-"""x"""
+"""Trace readers: format detection, parsing, the chat template, tokenizing, and the generator."""

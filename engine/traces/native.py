@@ -26,14 +26,8 @@ def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
     if output_text is not None and not isinstance(output_text, str):
         raise f.fail("expected 'output_text' to be a string")
     return TraceRecord(
-        line=line,
-        request_id=f.str_or_none("request_id") or f"line-{line}",
-        session_id=f.str_or_none("session_id"),
-        org=f.str_or_none("org"),
-        arrival=f.number_or_none("arrival"),
-        model=f.str_or_none("model"),
+        **f.request_fields(),
         segments=segments,
         output_text=output_text,
         output_length=f.count_or_none("output_length"),
-        lora_name=f.str_or_none("lora"),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kvcache.engine.errors import TraceError
@@ -34,7 +34,6 @@ class TraceRecord:
     output_token_ids: list[int] | None = None
     output_length: int | None = None
     lora_name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class FieldReader:
@@ -47,6 +46,18 @@ class FieldReader:
 
     def fail(self, message: str) -> TraceError:
         return TraceError(self.path, self.line, message)
+
+    def request_fields(self) -> dict[str, Any]:
+        """The fields every request-shaped format shares (native, token ids)."""
+        return {
+            "line": self.line,
+            "request_id": self.str_or_none("request_id") or f"line-{self.line}",
+            "session_id": self.str_or_none("session_id"),
+            "org": self.str_or_none("org"),
+            "arrival": self.number_or_none("arrival"),
+            "model": self.str_or_none("model"),
+            "lora_name": self.str_or_none("lora"),
+        }
 
     def str_or_none(self, key: str) -> str | None:
         v = self.obj.get(key)

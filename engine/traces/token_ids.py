@@ -28,14 +28,8 @@ def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
     if outputs is not None and out_len is not None and out_len != len(outputs):
         raise f.fail(f"'output_length' {out_len} disagrees with {len(outputs)} 'output_token_ids'")
     return TraceRecord(
-        line=line,
-        request_id=f.str_or_none("request_id") or f"line-{line}",
-        session_id=f.str_or_none("session_id"),
-        org=f.str_or_none("org"),
-        arrival=f.number_or_none("arrival"),
-        model=f.str_or_none("model"),
+        **f.request_fields(),
         prompt_token_ids=prompt,
         output_token_ids=outputs,
         output_length=len(outputs) if outputs is not None else (out_len or 0),
-        lora_name=f.str_or_none("lora"),
     )
