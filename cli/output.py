@@ -18,6 +18,21 @@ PER_REQUEST_FIELDS = (
 )
 
 
+def _quiet_broken_pipe() -> None:
+    """Output piped into `head`: stop quietly with exit 0, as the JSON path does.
+
+    Rich's default exits 1. Point stdout at /dev/null first so that flushing at
+    interpreter exit cannot raise again.
+    """
+    import os
+
+    import typer
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(0)
+
+
 def _fmt_rate(x: float) -> str:
     return f"{x:.4f} ({x * 100:.1f}%)"
 
@@ -72,6 +87,7 @@ class Output:
         from rich.table import Table
 
         console = Console()
+        console.on_broken_pipe = _quiet_broken_pipe  # type: ignore[method-assign]
         s = data["summary"]
         cap = "unbounded" if s["capacity_blocks"] is None else f"{s['capacity_blocks']:,} blocks ({s['usable_blocks']:,} usable)"
         t = Table(title=f"kvcache replay: {s['trace']} ({s['input_format']})", show_header=True)

@@ -45,7 +45,7 @@ def replay(
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table for people, json for machines."),
     per_request: Optional[str] = typer.Option(None, "--per-request", metavar="FILE", help="Write one row per request to FILE (.csv or .jsonl)."),
     input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format", help="Trace format; auto-detected from the first line."),
-    block_size: int = typer.Option(16, "--block-size", min=1, help="Tokens per KV block for token traces (vLLM default 16)."),
+    block_size: Optional[int] = typer.Option(None, "--block-size", min=1, help="Tokens per KV block for token and native traces [default: 16, vLLM's]."),
     trace_block_size: Optional[int] = typer.Option(None, "--trace-block-size", min=1, help="Tokens per hash id in block-hash traces [default: 512]."),
     kv_blocks: Optional[int] = typer.Option(None, "--kv-blocks", min=2, help="Pool size in blocks, counting vLLM's reserved null block (N-1 usable). Default: unbounded."),
     kv_memory: Optional[str] = typer.Option(None, "--kv-memory", help="Pool size as KV memory, e.g. 80GiB; needs --model-shape."),
@@ -70,7 +70,7 @@ def replay(
     from kvcache.analyzers.replay_report import run_replay
     from kvcache.cli.output import Output, PerRequestWriter
     from kvcache.engine.capacity import resolve_num_blocks
-    from kvcache.engine.config import CacheConfig
+    from kvcache.engine.config import DEFAULT_BLOCK_SIZE, CacheConfig
     from kvcache.engine.errors import ConfigError
     from kvcache.engine.traces.io import trace_size
     from kvcache.engine.traces.stream import RequestStream, StreamOptions
@@ -80,7 +80,7 @@ def replay(
         raise UsageError("--model-shape and --kv-dtype only size the pool together with --kv-memory")
     try:
         options = StreamOptions(
-            input_format=input_format.value, block_size=block_size, trace_block_size=trace_block_size,
+            input_format=input_format.value, block_size=block_size or DEFAULT_BLOCK_SIZE, trace_block_size=trace_block_size,
             hash_algo=hash_algo.value, hit_cap=hit_cap.value, skip_invalid=skip_invalid, sort=sort,
         )
     except ConfigError as e:
@@ -88,6 +88,8 @@ def replay(
     stream = RequestStream(trace, options)
     if stream.format != "mooncake" and trace_block_size is not None:
         raise UsageError("--trace-block-size applies to block-hash traces only")
+    if stream.format == "mooncake" and block_size is not None:
+        raise UsageError("a block-hash trace has its own block size: use --trace-block-size, not --block-size")
     bs = stream.block_size
     try:
         num_blocks = resolve_num_blocks(bs, kv_blocks, kv_memory, model_shape, kv_dtype)

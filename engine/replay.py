@@ -38,6 +38,20 @@ def load_accelerator() -> Any | None:
     return SeqCache
 
 
+def c_toolchain_present() -> bool:
+    """Whether this machine could compile the extension (a C compiler and Python.h).
+
+    Without one, installing falls back to pure Python by design; with one, a
+    missing extension means the build broke.
+    """
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc) is not None and Path(sysconfig.get_paths()["include"], "Python.h").exists()
+
+
 @dataclass(slots=True)
 class ReplayStats:
     """Pool-level figures gathered while replaying."""

@@ -16,11 +16,16 @@ from kvcache.engine.errors import TraceError
 
 @dataclass(slots=True)
 class TraceLine:
-    """One non-blank line, with its 1-based line number and its size in bytes."""
+    """One non-blank line, with its 1-based line number and its size in bytes.
+
+    ``error`` is set (and ``text`` empty) when the bytes are not valid UTF-8, so
+    that the reader can report or skip that one line and go on.
+    """
 
     number: int
     text: str
     nbytes: int
+    error: str | None = None
 
 
 def _open_binary(path: str) -> IO[bytes]:
@@ -51,7 +56,8 @@ def iter_lines(path: str) -> Iterator[TraceLine]:
     """Yield the non-blank lines of ``path`` (``-`` is stdin; ``.gz`` is gunzipped).
 
     Raises:
-        TraceError: missing file, unreadable gzip, undecodable UTF-8, or an empty file.
+        TraceError: missing file, unreadable gzip, or an empty file. A line that is
+            not UTF-8 is yielded with ``error`` set instead.
     """
     raw = _open_binary(path)
     is_gzip = path.endswith(".gz")
@@ -66,11 +72,14 @@ def iter_lines(path: str) -> Iterator[TraceLine]:
         for number, bline in enumerate(stream, start=1):
             if not bline.strip():
                 continue
+            seen_any = True
             try:
                 text = bline.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise TraceError(path, number, f"not valid UTF-8 ({e.reason} at byte {e.start})") from e
-            seen_any = True
+                yield TraceLine(number, "", len(bline), f"not valid UTF-8 ({e.reason} at byte {e.start})")
+                continue
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]  # a byte-order mark some editors write
             yield TraceLine(number, text, len(bline))
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise TraceError(path, number + 1 if number else None, f"unreadable gzip data ({e})") from e
@@ -83,10 +92,14 @@ def iter_lines(path: str) -> Iterator[TraceLine]:
 
 def parse_json_object(line: TraceLine, path: str) -> dict:
     """Parse one line as a JSON object, or raise a ``TraceError`` naming the line."""
+    if line.error is not None:
+        raise TraceError(path, line.number, line.error)
     try:
         obj = json.loads(line.text)
     except json.JSONDecodeError as e:
         raise TraceError(path, line.number, f"expected a JSON object ({e.msg} at column {e.colno})") from e
+    except RecursionError:
+        raise TraceError(path, line.number, "expected a JSON object (nested too deeply to parse)") from None
     if not isinstance(obj, dict):
         raise TraceError(path, line.number, f"expected a JSON object, got {type(obj).__name__}")
     return obj

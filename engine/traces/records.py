@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from kvcache.engine.errors import TraceError
+
+MAX_TOKEN_ID = 2**32 - 1  # token ids are hashed as uint32
 
 
 @dataclass(slots=True)
@@ -60,8 +63,9 @@ class FieldReader:
         }
 
     def str_or_none(self, key: str) -> str | None:
+        """A string field; a missing field, null and "" all read as ``None``."""
         v = self.obj.get(key)
-        if v is None:
+        if v is None or v == "":
             return None
         if isinstance(v, (str, int)) and not isinstance(v, bool):
             return str(v)
@@ -71,8 +75,8 @@ class FieldReader:
         v = self.obj.get(key)
         if v is None:
             return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise self.fail(f"expected '{key}' to be a number, got {type(v).__name__}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.fail(f"expected '{key}' to be a finite number, got {v!r}")
         return float(v)
 
     def count_or_none(self, key: str) -> int | None:
@@ -83,12 +87,16 @@ class FieldReader:
             raise self.fail(f"expected '{key}' to be a non-negative integer, got {v!r}")
         return v
 
-    def int_list(self, key: str, *, required: bool = True) -> list[int] | None:
+    def token_list(self, key: str, *, required: bool = True) -> list[int] | None:
+        """A list of token ids, each in [0, 2**32)."""
         v = self.obj.get(key)
         if v is None:
             if required:
-                raise self.fail(f"expected a '{key}' list of integers")
+                raise self.fail(f"expected a '{key}' list of token ids")
             return None
-        if not isinstance(v, list) or not all(type(x) is int for x in v):
-            raise self.fail(f"expected '{key}' to be a list of integers")
+        # set(map(type, ...)) and min/max run in C, which matters on long prompts.
+        if not isinstance(v, list) or not set(map(type, v)) <= {int}:
+            raise self.fail(f"expected '{key}' to be a list of integer token ids")
+        if v and (min(v) < 0 or max(v) > MAX_TOKEN_ID):
+            raise self.fail(f"expected '{key}' to hold token ids between 0 and {MAX_TOKEN_ID}")
         return v

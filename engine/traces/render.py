@@ -71,6 +71,8 @@ def _tool_calls_text(tool_calls: Any) -> str:
         if not isinstance(call, dict):
             raise RenderError("each tool call must be an object")
         fn = call.get("function") or {}
+        if not isinstance(fn, dict):
+            raise RenderError("a tool call's 'function' must be an object with 'name' and 'arguments'")
         name = fn.get("name", "")
         args = fn.get("arguments", "")
         if not isinstance(args, str):

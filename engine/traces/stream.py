@@ -164,7 +164,14 @@ class RequestStream:
     # ------------------------------------------------------------------ requests
     def __iter__(self) -> Iterator[Request]:
         for index, rec in enumerate(self.ordered_records()):
-            yield self.to_request(rec, index)
+            try:
+                yield self.to_request(rec, index)
+            except TraceError as e:
+                # Lines that parse but cannot become a request (e.g. too few hash
+                # ids) are malformed too: skipped under --skip-invalid, like others.
+                if not self.options.skip_invalid:
+                    raise
+                self.skipped.append(SkippedLine(rec.line, e.message))
 
     def to_request(self, rec: TraceRecord, index: int) -> Request:
         """Tokenize/hash one record into an engine request."""
@@ -200,10 +207,10 @@ class RequestStream:
         ids = rec.hash_ids or []
         n_prompt = rec.input_length or 0
         need = -(-n_prompt // bs)
-        if len(ids) < need:
+        if len(ids) != need:
             raise TraceError(
                 self.path, rec.line,
-                f"input_length {n_prompt} needs {need} blocks of {bs} tokens but hash_ids has {len(ids)}; "
+                f"input_length {n_prompt} at {bs} tokens per block needs {need} hash ids but the line has {len(ids)}; "
                 "check --trace-block-size",
             )
         n_out = rec.output_length or 0

@@ -19,11 +19,11 @@ def looks_like(obj: dict[str, Any]) -> bool:
 
 def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
     f = FieldReader(obj, path, line)
-    prompt = f.int_list("prompt_token_ids")
+    prompt = f.token_list("prompt_token_ids")
     assert prompt is not None
     if not prompt:
         raise f.fail("expected 'prompt_token_ids' to hold at least one token")
-    outputs = f.int_list("output_token_ids", required=False)
+    outputs = f.token_list("output_token_ids", required=False)
     out_len = f.count_or_none("output_length")
     if outputs is not None and out_len is not None and out_len != len(outputs):
         raise f.fail(f"'output_length' {out_len} disagrees with {len(outputs)} 'output_token_ids'")

@@ -116,9 +116,16 @@ def test_table_output_prints_definitions(tmp_path: Path) -> None:
     [
         ('{"prompt_token_ids": [1, 2, 3]}\n{"prompt_token_ids": [1, 2,\n', ":2: expected a JSON object"),
         ('{"prompt_token_ids": [1, 2, 3]}\n[1, 2]\n', ":2: expected a JSON object, got list"),
-        ('{"prompt_token_ids": [1, 2, 3]}\n{"prompt_token_ids": "abc"}\n', ":2: expected 'prompt_token_ids' to be a list of integers"),
+        ('{"prompt_token_ids": [1, 2, 3]}\n{"prompt_token_ids": "abc"}\n', ":2: expected 'prompt_token_ids' to be a list of integer token ids"),
+        ('{"prompt_token_ids": [1, 2, -5]}\n', ":1: expected 'prompt_token_ids' to hold token ids between 0 and 4294967295"),
+        ('{"prompt_token_ids": [1, 2, 4294967296]}\n', ":1: expected 'prompt_token_ids' to hold token ids between 0"),
+        ('{"prompt_token_ids": [1], "arrival": NaN}\n', ":1: expected 'arrival' to be a finite number, got nan"),
+        ('{"messages": [{"role": "assistant", "content": null, "tool_calls": [{"function": "x"}]}]}\n',
+         ":1: messages[0]: a tool call's 'function' must be an object"),
+        ('{"messages": ' + '[' * 100000 + ']' * 100000 + '}\n', ":1: expected a JSON object (nested too deeply"),
         ('{"foo": 1}\n', ":1: unknown trace format (keys: foo); supported formats are mooncake"),
-        ('{"hash_ids": [1, 2], "input_length": 5000}\n', ":1: input_length 5000 needs 10 blocks of 512 tokens but hash_ids has 2"),
+        ('{"hash_ids": [1, 2], "input_length": 5000}\n', ":1: input_length 5000 at 512 tokens per block needs 10 hash ids but the line has 2"),
+        ('{"hash_ids": [1, 2, 3], "input_length": 600}\n', ":1: input_length 600 at 512 tokens per block needs 2 hash ids but the line has 3"),
         ('{"messages": [{"content": "hi"}]}\n', ":1: messages[0] needs a string 'role'"),
     ],
 )
@@ -131,6 +138,33 @@ def test_malformed_lines_name_file_and_line(tmp_path: Path, content: str, expect
     assert expected in r.stderr
     assert "Traceback" not in r.output
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_skip_invalid_skips_every_kind_of_bad_line(tmp_path: Path) -> None:
+    trace = tmp_path / "mixed.jsonl"
+    good = b'{"timestamp": 0, "input_length": 1000, "hash_ids": [1, 2]}\n'
+    trace.write_bytes(
+        good
+        + b"\xff\xfe\n"  # not UTF-8
+        + b'{"timestamp": 1, "input_length": 1000, "hash_ids": [1]}\n'  # too few ids
+        + b'{"timestamp": 2, "input_length": 1000, "hash_ids": "x"}\n'  # wrong type
+        + good.replace(b'"timestamp": 0', b'"timestamp": 3')
+    )
+    r = runner.invoke(app, ["replay", str(trace), "--skip-invalid", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["summary"]["requests"] == 2
+    assert [s["line"] for s in data["skipped"]] == [2, 3, 4]
+    assert "not valid UTF-8" in data["skipped"][0]["reason"]
+    r = runner.invoke(app, ["replay", str(trace)])
+    assert r.exit_code == 1 and ":2: not valid UTF-8" in r.stderr
+
+
+def test_empty_org_is_no_org_and_bom_is_ignored(tmp_path: Path) -> None:
+    trace = tmp_path / "bom.jsonl"
+    trace.write_bytes(b"\xef\xbb\xbf" + b'{"org": "", "prompt_token_ids": [1, 2, 3]}\n{"prompt_token_ids": [1, 2, 3]}\n')
+    data = replay_json(str(trace))
+    assert [o["org"] for o in data["orgs"]] == [None]
 
 
 def test_skip_invalid_counts_and_lists_lines(tmp_path: Path) -> None:
@@ -190,6 +224,7 @@ def test_arrivals_must_not_go_back_unless_sorted(tmp_path: Path) -> None:
         ["--model-shape", "llama-3.1-8b"],
         ["--kv-blocks", "1"],
         ["--trace-block-size", "64"],
+        ["--top", "-1"],
         ["--input-format", "klingon"],
     ],
 )
@@ -197,6 +232,12 @@ def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
     r = runner.invoke(app, ["replay", str(two_turns(tmp_path)), *args])
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output
+
+
+def test_block_size_does_not_apply_to_hash_id_traces(tmp_path: Path) -> None:
+    trace = write_jsonl(tmp_path / "h.jsonl", [{"timestamp": 0, "input_length": 10, "hash_ids": [1]}])
+    r = runner.invoke(app, ["replay", str(trace), "--block-size", "32"])
+    assert r.exit_code == 2 and "--trace-block-size" in r.stderr
 
 
 def test_debug_env_lets_the_exception_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
