@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvcache.engine.traces.records import FieldReader, TraceRecord
-from kvcache.engine.traces.render import RenderError, render_segments
+from kvcache.engine.traces.render import RenderError, render_reply, render_segments
 
 NAME = "native"
 
@@ -25,9 +25,16 @@ def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
     output_text = obj.get("output_text")
     if output_text is not None and not isinstance(output_text, str):
         raise f.fail("expected 'output_text' to be a string")
+    output_tool_calls = obj.get("output_tool_calls")
+    reply = None
+    if output_text is not None or output_tool_calls:
+        try:
+            reply = render_reply(output_text, output_tool_calls)
+        except RenderError as e:
+            raise f.fail(f"output_tool_calls: {e}") from None
     return TraceRecord(
         **f.request_fields(),
         segments=segments,
-        output_text=output_text,
+        output_text=reply,
         output_length=f.count_or_none("output_length"),
     )

@@ -21,6 +21,9 @@ class TraceRecord:
       segment is tokenized on its own (and memoised).
     * ``prompt_token_ids``: the prompt as token ids.
     * ``hash_ids``: prefix-chained block ids at the trace's own block size.
+
+    ``output_text`` is the reply exactly as the model generated it, already
+    rendered (text, tool calls and end marker), ready to tokenize.
     """
 
     line: int

@@ -11,9 +11,10 @@ tokenized on its own::
     {content}{tool calls}<|end|>\\n                                          (per message: body)
     <|assistant|>\\n                                                          (generation prompt)
 
-A reply the model generates is ``{output_text}<|end|>\\n``, exactly the body the
-next turn renders for that assistant message, so a conversation's next turn hits
-the blocks its previous reply filled during decode (vLLM caches decode blocks).
+A reply the model generates is ``{output_text}{output_tool_calls}<|end|>\\n``,
+exactly the body the next turn renders for that assistant message (when the
+record gives the reply's tool calls), so a conversation's next turn hits the
+blocks its previous reply filled during decode (vLLM caches decode blocks).
 
 Tools and tool-call arguments are serialised with ``json.dumps`` *without*
 sorting keys: the point is to see the cache break when a client reorders them.
@@ -81,9 +82,13 @@ def _tool_calls_text(tool_calls: Any) -> str:
     return "".join(out)
 
 
-def render_reply(output_text: str) -> str:
-    """The text a model generates for a reply: the next turn's assistant body."""
-    return output_text + END
+def render_reply(output_text: str | None, tool_calls: Any = None) -> str:
+    """The text a model generates for a reply: the next turn's assistant body.
+
+    Raises:
+        RenderError: ``tool_calls`` has an unexpected shape.
+    """
+    return (output_text or "") + _tool_calls_text(tool_calls) + END
 
 
 def render_segments(tools: Any, system: Any, messages: Any) -> list[str]:

@@ -20,7 +20,6 @@ from kvcache.engine.traces import mooncake
 from kvcache.engine.traces.detect import FORMATS, READERS, detect_format
 from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
 from kvcache.engine.traces.records import TraceRecord
-from kvcache.engine.traces.render import render_reply
 from kvcache.engine.traces.tokenizer import SegmentTokenizer
 
 
@@ -180,7 +179,7 @@ class RequestStream:
         bs = self.block_size
         if rec.segments is not None:
             prompt = self.tokenizer.encode_segments(rec.segments)
-            outputs = self.tokenizer.encode(render_reply(rec.output_text)) if rec.output_text is not None else None
+            outputs = self.tokenizer.encode(rec.output_text) if rec.output_text is not None else None
         else:
             prompt = rec.prompt_token_ids or []
             outputs = rec.output_token_ids

@@ -2,7 +2,7 @@
 
 Each org shares one system prompt and one tool set. Its users run tool-using agent sessions
 in which a request's ``messages`` are the previous request's messages, then the previous
-reply (``output_text`` plus its ``tool_calls``), then tool results or a user follow-up. A few
+reply (``output_text`` plus its ``output_tool_calls``), then tool results or a user follow-up. A few
 sessions carry a real-world cache breaker (codes from ``reference/breakers.md``):
 
 * ``timestamp`` (KV101): ``Current time: ...Z`` is line 2 of the system prompt, every request.
@@ -286,7 +286,8 @@ def _native_session(org: _Org, s: _Session, seed: int) -> Iterator[dict]:
             system = f"{head}\nCurrent time: {_EPOCH + timedelta(seconds=arrival):%Y-%m-%dT%H:%M:%SZ}\n{rest}"
         yield {"request_id": f"{s.session_id}-t{t}", "session_id": s.session_id, "org": org.name, "arrival": arrival,
                "model": org.model, "tools": copy.deepcopy(tools), "system": system,
-               "messages": copy.deepcopy(history), "output_text": out}
+               "messages": copy.deepcopy(history), "output_text": out,
+               **({"output_tool_calls": copy.deepcopy(calls)} if calls else {})}
 
 
 def generate(config: SynthConfig) -> list[dict]:

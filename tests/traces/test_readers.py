@@ -84,6 +84,24 @@ def test_next_turn_hits_the_recorded_reply(tmp_path: Path) -> None:
     assert results[1].cached_tokens == (p0 + n0 - 1) // 16 * 16
 
 
+def test_reply_with_tool_calls_is_hit_whole_by_the_next_turn(tmp_path: Path) -> None:
+    calls = [{"id": "call_1", "type": "function", "function": {"name": "grep", "arguments": '{"pattern": "TODO"}'}}]
+    user1 = {"role": "user", "content": "Find the TODOs in the repository, please."}
+    reply = {"role": "assistant", "content": "Searching for TODO markers.", "tool_calls": calls}
+    rows = [
+        native("t0", [user1], output_text=reply["content"], output_tool_calls=calls, arrival=0),
+        native("t1", [user1, reply, {"role": "tool", "tool_call_id": "call_1", "content": "src/a.py:3: # TODO"}], arrival=1),
+    ]
+    reqs = list(RequestStream(write(tmp_path / "n.jsonl", rows)))
+    results = list(SequentialReplayer(CacheConfig()).run(iter(reqs)))
+    p0, n0 = reqs[0].prompt_tokens, reqs[0].output_tokens
+    assert results[1].cached_tokens == (p0 + n0 - 1) // 16 * 16
+    # Without the reply's tool calls, the generated tokens stop short of the history's.
+    rows[0].pop("output_tool_calls")
+    reqs = list(RequestStream(write(tmp_path / "m.jsonl", rows)))
+    assert reqs[0].output_tokens < n0
+
+
 def test_reply_without_text_fills_blocks_that_never_hit(tmp_path: Path) -> None:
     user1 = {"role": "user", "content": "hello"}
     rows = [

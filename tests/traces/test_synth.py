@@ -106,7 +106,7 @@ def test_records_are_sorted_by_arrival(native: list[dict], hashed: list[dict]) -
 def test_native_schema(native: list[dict]) -> None:
     assert len({r["request_id"] for r in native}) == len(native)
     for rec in native:
-        assert list(rec) == NATIVE_KEYS
+        assert list(rec) in (NATIVE_KEYS, NATIVE_KEYS + ["output_tool_calls"])
         assert isinstance(rec["arrival"], float) and rec["arrival"] >= CONFIG.start
         assert rec["session_id"].startswith(rec["org"] + "-") and rec["request_id"].startswith(rec["session_id"])
         assert isinstance(rec["output_text"], str) and rec["output_text"]
@@ -142,6 +142,8 @@ def test_history_is_append_only_outside_breakers(native: list[dict]) -> None:
             assert cur["messages"][:n] == prev["messages"], cur["request_id"]
             reply, new = cur["messages"][n], cur["messages"][n + 1:]
             assert reply["role"] == "assistant" and reply["content"] == prev["output_text"]
+            # The reply in history is exactly what the model generated, tool calls included.
+            assert reply.get("tool_calls") == prev.get("output_tool_calls")
             if "tool_calls" in reply:
                 assert [m["tool_call_id"] for m in new] == [c["id"] for c in reply["tool_calls"]]
             else:
