@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.kvcache-installed
 
 .PHONY: demo test bench install clean
 
-$(STAMP): pyproject.toml
+# Rebuilt when the build inputs change (the C extension is compiled in place).
+$(STAMP): pyproject.toml setup.py engine/_seqcache.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)

@@ -9,7 +9,6 @@ Definitions (printed next to every figure that uses them):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,11 +83,6 @@ class HitRateReport:
         if o is None:
             o = self.orgs[r.org] = Tally()
         o.add(r)
-
-    def add_all(self, results: Iterable[RequestResult]) -> "HitRateReport":
-        for r in results:
-            self.add(r)
-        return self
 
     def session_rows(self) -> list[dict[str, Any]]:
         """One row per session, ordered by uncached prompt tokens (the costliest first)."""

@@ -1,21 +1,18 @@
-"""Run a request stream through the sequential replayer and summarise it.
+"""The replay report: hit rates plus what the engine says about the run.
 
-This is the library behind ``kvcache replay``: the CLI parses options, builds a
-:class:`RequestStream` and a :class:`CacheConfig`, and renders the
-:class:`ReplayReport` this module returns.
+Reads engine results only. The caller (``kvcache replay``) drives the engine and
+feeds every :class:`RequestResult` to :meth:`HitRateReport.add`, then builds a
+:class:`ReplayReport` from the totals and the replayer's stats.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from kvcache.analyzers.hit_rates import DEFINITIONS, HitRateReport
 from kvcache.engine.config import CacheConfig
-from kvcache.engine.replay import ReplayStats, SequentialReplayer
-from kvcache.engine.request import RequestResult
-from kvcache.engine.traces.stream import RequestStream
+from kvcache.engine.replay import ReplayStats
 
 SEQUENTIAL_NOTE = (
     "sequential replay: requests run one at a time in arrival order and never overlap; "
@@ -25,6 +22,20 @@ NO_CAP_NOTE = (
     "hit cap 'none': every trace block can hit, including a fully repeated prompt "
     "(the block-hash trace convention); --hit-cap vllm recomputes the last prompt token as vLLM does"
 )
+TOKENIZER_NOTE = (
+    "native records are rendered with kvcache's chat template and tokenized with {tokenizer}; "
+    "token counts approximate the serving model's own tokenizer and template"
+)
+
+
+def notes_for(input_format: str, hit_cap: str, tokenizer: str) -> list[str]:
+    """The caveats that apply to a run, printed under the table and kept in JSON."""
+    notes = [SEQUENTIAL_NOTE]
+    if hit_cap == "none":
+        notes.append(NO_CAP_NOTE)
+    if input_format == "native":
+        notes.append(TOKENIZER_NOTE.format(tokenizer=tokenizer))
+    return notes
 
 
 @dataclass
@@ -39,6 +50,7 @@ class ReplayReport:
     stats: ReplayStats
     skipped: list[dict[str, Any]]
     notes: list[str]
+    implementation: str = "c"
 
     def summary(self) -> dict[str, Any]:
         t = self.hit_rates.total
@@ -57,11 +69,13 @@ class ReplayReport:
             "capacity_blocks": self.config.num_blocks,
             "usable_blocks": self.config.usable_blocks,
             "evicted_blocks": self.stats.evicted_blocks,
+            "peak_cached_blocks": self.stats.peak_cached_blocks,
             "rejected_requests": self.stats.rejected_requests,
             "skipped_lines": len(self.skipped),
             "hash": self.config.hash_algo,
             "free_order": self.config.free_order,
             "hit_cap": self.hit_cap,
+            "engine": self.implementation,
             "definitions": DEFINITIONS,
             "notes": self.notes,
         }
@@ -73,36 +87,3 @@ class ReplayReport:
             "orgs": self.hit_rates.org_rows(),
             "skipped": self.skipped,
         }
-
-
-def run_replay(
-    stream: RequestStream,
-    config: CacheConfig,
-    on_result: Callable[[RequestResult], None] | None = None,
-) -> ReplayReport:
-    """Replay ``stream`` through a fresh cache.
-
-    Args:
-        stream: the requests; its block size must equal ``config.block_size``.
-        on_result: called with every request's result (per-request files, progress).
-    """
-    assert stream.block_size == config.block_size, "stream and cache disagree on block size"
-    replayer = SequentialReplayer(config)
-    report = HitRateReport()
-    for result in replayer.run(stream):
-        report.add(result)
-        if on_result is not None:
-            on_result(result)
-    notes = [SEQUENTIAL_NOTE]
-    if stream.hit_cap == "none":
-        notes.append(NO_CAP_NOTE)
-    return ReplayReport(
-        trace=stream.path,
-        input_format=stream.format or "unknown",
-        config=config,
-        hit_cap=stream.hit_cap,
-        hit_rates=report,
-        stats=replayer.stats,
-        skipped=[{"line": s.line, "reason": s.reason} for s in stream.skipped],
-        notes=notes,
-    )

@@ -98,11 +98,14 @@ class Output:
         t.add_row("prompt tokens", f"{s['prompt_tokens']:,}", "")
         t.add_row("cached tokens", f"{s['cached_tokens']:,}", "prompt tokens served from the prefix cache")
         t.add_row("token hit rate", _fmt_rate(s["token_hit_rate"]), s["definitions"]["token_hit_rate"])
-        t.add_row("prompt blocks", f"{s['blocks']:,}", f"full blocks of {s['block_size']} tokens (every trace block for hit cap none)")
+        blocks_def = (f"trace blocks of {s['block_size']} tokens (hit cap none: every hash id)" if s["hit_cap"] == "none"
+                      else f"full prompt blocks of {s['block_size']} tokens")
+        t.add_row("prompt blocks", f"{s['blocks']:,}", blocks_def)
         t.add_row("hit blocks", f"{s['hit_blocks']:,}", "leading blocks found in the cache")
         t.add_row("block hit rate", _fmt_rate(s["block_hit_rate"]), s["definitions"]["block_hit_rate"])
         t.add_row("capacity", cap, "--kv-blocks counts vLLM's reserved null block")
         t.add_row("evicted blocks", f"{s['evicted_blocks']:,}", "cached blocks reallocated (LRU)")
+        t.add_row("peak cached blocks", f"{s['peak_cached_blocks']:,}", "most distinct block hashes cached at once")
         if s["rejected_requests"]:
             t.add_row("rejected requests", f"{s['rejected_requests']:,}", "too large for the whole pool")
         t.add_row("skipped lines", f"{s['skipped_lines']:,}", "malformed lines skipped by --skip-invalid")
@@ -114,7 +117,7 @@ class Output:
 
     @staticmethod
     def _group_table(console: Any, table_cls: Any, title: str, rows: list[dict[str, Any]], keys: list[str], top: int) -> None:
-        if not rows:
+        if not rows or top <= 0:
             return
         shown = rows[:top]
         more = f" (top {top} of {len(rows)})" if len(rows) > top else ""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
-
 import typer
 
 from kvcache.cli.errors import UsageError, handle_errors
@@ -43,14 +41,14 @@ class OutputFormat(str, Enum):
 def replay(
     trace: str = typer.Argument(..., help="Trace file: .jsonl, .jsonl.gz, or - for stdin.", show_default=False),
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table for people, json for machines."),
-    per_request: Optional[str] = typer.Option(None, "--per-request", metavar="FILE", help="Write one row per request to FILE (.csv or .jsonl)."),
+    per_request: str | None = typer.Option(None, "--per-request", metavar="FILE", help="Write one row per request to FILE (.csv or .jsonl)."),
     input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format", help="Trace format; auto-detected from the first line."),
-    block_size: Optional[int] = typer.Option(None, "--block-size", min=1, help="Tokens per KV block for token and native traces [default: 16, vLLM's]."),
-    trace_block_size: Optional[int] = typer.Option(None, "--trace-block-size", min=1, help="Tokens per hash id in block-hash traces [default: 512]."),
-    kv_blocks: Optional[int] = typer.Option(None, "--kv-blocks", min=2, help="Pool size in blocks, counting vLLM's reserved null block (N-1 usable). Default: unbounded."),
-    kv_memory: Optional[str] = typer.Option(None, "--kv-memory", help="Pool size as KV memory, e.g. 80GiB; needs --model-shape."),
-    model_shape: Optional[str] = typer.Option(None, "--model-shape", help="Model whose KV shape sizes a block, e.g. llama-3.1-8b (see engine/data/model_shapes.json)."),
-    kv_dtype: Optional[str] = typer.Option(None, "--kv-dtype", help="KV dtype for --kv-memory (bfloat16, float16, fp8, float32) [default: the model's]."),
+    block_size: int | None = typer.Option(None, "--block-size", min=1, help="Tokens per KV block for token and native traces (default 16, as in vLLM)."),
+    trace_block_size: int | None = typer.Option(None, "--trace-block-size", min=1, help="Tokens per hash id in block-hash traces (default 512, Mooncake's)."),
+    kv_blocks: int | None = typer.Option(None, "--kv-blocks", min=2, help="Pool size in blocks, counting vLLM's reserved null block (N-1 usable). Default: unbounded."),
+    kv_memory: str | None = typer.Option(None, "--kv-memory", help="Pool size as KV memory, e.g. 80GiB; needs --model-shape."),
+    model_shape: str | None = typer.Option(None, "--model-shape", help="Model whose KV shape sizes a block, e.g. llama-3.1-8b (see engine/data/model_shapes.json)."),
+    kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV dtype for --kv-memory (bfloat16, float16, fp8, float32; default: the model's)."),
     hash_algo: HashChoice = typer.Option(HashChoice.xxh3_128, "--hash", help="Block hash: xxh3_128 (fast) or sha256 (vLLM's default, bit-exact). Hit results are identical."),
     free_order: FreeOrderChoice = typer.Option(FreeOrderChoice.current, "--free-order", help="current: vLLM>=0.28 puts freed unhashed blocks at the free-queue head; classic: vLLM<=0.27 appends every freed block."),
     hit_cap: HitCapChoice = typer.Option(HitCapChoice.auto, "--hit-cap", help="vllm: hits stop at prompt-1 tokens on full blocks; none: every trace block may hit (Mooncake convention); auto: none for block-hash traces, vllm otherwise."),
@@ -67,11 +65,13 @@ def replay(
     salt, LRU eviction), then its prompt blocks, and its output blocks when the
     trace records the reply, are cached when it completes.
     """
-    from kvcache.analyzers.replay_report import run_replay
+    from kvcache.analyzers.hit_rates import HitRateReport
+    from kvcache.analyzers.replay_report import ReplayReport, notes_for
     from kvcache.cli.output import Output, PerRequestWriter
     from kvcache.engine.capacity import resolve_num_blocks
     from kvcache.engine.config import DEFAULT_BLOCK_SIZE, CacheConfig
     from kvcache.engine.errors import ConfigError
+    from kvcache.engine.replay import SequentialReplayer
     from kvcache.engine.traces.io import trace_size
     from kvcache.engine.traces.stream import RequestStream, StreamOptions
 
@@ -96,21 +96,28 @@ def replay(
     except ConfigError as e:
         raise UsageError(str(e)) from None
     config = CacheConfig(block_size=bs, num_blocks=num_blocks, hash_algo=hash_algo.value, free_order=free_order.value)
+    replayer = SequentialReplayer(config)
+    hit_rates = HitRateReport()
     writer = PerRequestWriter(per_request) if per_request else None
     try:
         with out.progress(f"replaying {Path(trace).name if trace != '-' else 'stdin'}", trace_size(trace)) as advance:
-            last = [0]
-
-            def on_result(result: object) -> None:
+            seen = 0
+            for result in replayer.run(stream):
+                hit_rates.add(result)
                 if writer is not None:
                     writer.write(result)
-                advance(stream.bytes_read - last[0])
-                last[0] = stream.bytes_read
-
-            report = run_replay(stream, config, on_result)
+                advance(stream.bytes_read - seen)
+                seen = stream.bytes_read
     finally:
         if writer is not None:
             writer.close()
+    report = ReplayReport(
+        trace=trace, input_format=stream.format or "unknown", config=config, hit_cap=stream.hit_cap,
+        hit_rates=hit_rates, stats=replayer.stats,
+        skipped=[{"line": s.line, "reason": s.reason} for s in stream.skipped],
+        notes=notes_for(stream.format or "", stream.hit_cap, options.tokenizer),
+        implementation=replayer.implementation,
+    )
     if report.skipped:
         first = ", ".join(f"line {s['line']}: {s['reason']}" for s in report.skipped[:3])
         out.warn(f"skipped {len(report.skipped)} malformed line(s) ({first}{', ...' if len(report.skipped) > 3 else ''})")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
-from typing import Optional
-
 import typer
 
 from kvcache.cli.errors import UsageError, handle_errors
@@ -29,14 +27,14 @@ def synth(
     trace_format: SynthFormat = typer.Option(SynthFormat.native, "--format", "-f", help="native (messages, tools, system) or hash-ids (Mooncake style)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed always gives the same trace."),
     orgs: int = typer.Option(3, "--orgs", min=1, help="Orgs (cache isolation domains); each shares one system prompt and tool set."),
-    users_per_org: int = typer.Option(4, "--users-per-org", min=1),
-    sessions_per_user: int = typer.Option(2, "--sessions-per-user", min=1),
+    users_per_org: int = typer.Option(4, "--users-per-org", min=1, help="Users per org; they share the org's prompt and tools."),
+    sessions_per_user: int = typer.Option(2, "--sessions-per-user", min=1, help="Agent sessions (conversations) per user."),
     min_turns: int = typer.Option(3, "--min-turns", min=1, help="Fewest requests in a session."),
     max_turns: int = typer.Option(10, "--max-turns", min=1, help="Most requests in a session."),
     breaker_rate: float = typer.Option(0.15, "--breaker-rate", min=0.0, max=1.0, help="Share of sessions with an injected cache breaker."),
     system_words: str = typer.Option("300-1500", "--system-words", metavar="LO-HI", help="Words in each org's system prompt, an inclusive range."),
     tools: str = typer.Option("5-12", "--tools", metavar="LO-HI", help="Tools in each org's tool set, an inclusive range."),
-    trace_block_size: Optional[int] = typer.Option(None, "--trace-block-size", min=1, help="Tokens per hash id for --format hash-ids [default: 512]."),
+    trace_block_size: int | None = typer.Option(None, "--trace-block-size", min=1, help="Tokens per hash id for --format hash-ids (default 512)."),
 ) -> None:
     """Generate a synthetic trace of multi-turn, tool-using agent sessions.
 
@@ -60,9 +58,8 @@ def synth(
     except ConfigError as e:
         raise UsageError(str(e)) from None
     records = generate(config) if trace_format is SynthFormat.native else iter_hash_ids(config, with_session=True)
-    path = "/dev/stdout" if output == "-" else output
     try:
-        n = write_jsonl(records, path)
+        n = write_jsonl(records, sys.stdout if output == "-" else output)
     except BrokenPipeError:
         raise
     except OSError as e:

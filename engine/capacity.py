@@ -64,7 +64,10 @@ def get_model_shape(name: str) -> ModelShape:
 
 
 def parse_memory(text: str) -> int:
-    """Bytes in a size such as ``80GiB``, ``80GB``, ``512MiB`` or ``1e9``-free plain ``1073741824``."""
+    """Bytes in a size such as ``80GiB``, ``80GB``, ``512MiB`` or a plain ``1073741824``.
+
+    ``KB/MB/GB/TB`` are powers of 10, ``KiB/MiB/GiB/TiB`` powers of 2.
+    """
     m = _MEMORY_RE.match(text)
     if not m or m.group(2).lower() not in _UNITS:
         raise ConfigError(f"cannot read memory size {text!r}; expected a number and a unit such as 80GiB or 500MB")

@@ -12,7 +12,7 @@ class Request:
     """One prompt to run through the cache.
 
     Token positions are *KV positions*. For token traces ``kv_prompt_tokens`` is the
-    prompt length. For hash-id traces in ``trace`` hit-cap mode every hash id is a
+    prompt length. For hash-id traces with hit cap ``none`` every hash id is a
     whole block, so ``kv_prompt_tokens = len(hash_ids) * block_size``.
 
     Attributes:
@@ -35,13 +35,18 @@ class Request:
     session_id: str | None = None
     org: str | None = None
     arrival: float = 0.0
-    index: int = 0
     num_computed_tokens: int = field(default=0)
 
     @property
     def num_kv_tokens(self) -> int:
         """Tokens whose KV is computed over the request's life (at least the prompt)."""
-        return self.kv_prompt_tokens + max(self.output_tokens, 1) - 1
+        return kv_token_count(self.kv_prompt_tokens, self.output_tokens)
+
+
+def kv_token_count(prompt_tokens: int, output_tokens: int) -> int:
+    """Tokens with KV after a request: ``P + N - 1``, since the last sampled token
+    is never computed (and a request always generates at least one token)."""
+    return prompt_tokens + max(output_tokens, 1) - 1
 
 
 @dataclass(slots=True)

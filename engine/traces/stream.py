@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from kvcache.engine.config import DEFAULT_BLOCK_SIZE, HIT_CAPS, HashAlgo, HitCap
 from kvcache.engine.errors import ConfigError, TraceError
 from kvcache.engine.hashing import BlockHash, hash_token_blocks
-from kvcache.engine.request import Request
+from kvcache.engine.request import Request, kv_token_count
 from kvcache.engine.traces import mooncake
 from kvcache.engine.traces.detect import FORMATS, READERS, detect_format
 from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
@@ -31,9 +31,11 @@ class StreamOptions:
         input_format: ``auto`` or one of :data:`FORMATS`.
         block_size: engine block size for token traces.
         trace_block_size: tokens per hash id in block-hash traces (512 if unset).
+        hash_algo: ``xxh3_128`` or ``sha256`` (see ``engine/hashing.py``).
         hit_cap: ``vllm`` caps hits at prompt-1 tokens over full blocks; ``none``
             counts every trace block (Mooncake's convention); ``auto`` picks
             ``none`` for block-hash traces and ``vllm`` otherwise.
+        tokenizer: offline tokenizer for native records (``cl100k_base``).
         skip_invalid: skip malformed lines (they are counted) instead of failing.
         sort: buffer the trace and sort it by arrival (stable) instead of
             requiring arrivals in file order.
@@ -187,7 +189,7 @@ class RequestStream:
             raise TraceError(self.path, rec.line, "the prompt renders to zero tokens")
         n_out = len(outputs) if outputs is not None else (rec.output_length or 0)
         n_prompt = len(prompt)
-        kv_tokens = n_prompt + max(n_out, 1) - 1
+        kv_tokens = kv_token_count(n_prompt, n_out)
         salt = rec.org
         if outputs is not None:
             keys = hash_token_blocks(prompt + outputs[: kv_tokens - n_prompt], bs, self.options.hash_algo, salt, rec.lora_name)
@@ -198,7 +200,7 @@ class RequestStream:
         return Request(
             request_id=rec.request_id, block_keys=keys, prompt_tokens=n_prompt, kv_prompt_tokens=n_prompt,
             output_tokens=n_out, hit_cap_tokens=cap, session_id=rec.session_id, org=rec.org,
-            arrival=rec.arrival or 0.0, index=index,
+            arrival=rec.arrival or 0.0,
         )
 
     def _hash_id_request(self, rec: TraceRecord, index: int) -> Request:
@@ -225,12 +227,12 @@ class RequestStream:
             full = ids[: n_prompt // bs]
             keys = list(full) if not org else [(org, h) for h in full]  # type: ignore[misc]
             cap = n_prompt - 1
-        kv_tokens = kv_prompt + max(n_out, 1) - 1
+        kv_tokens = kv_token_count(kv_prompt, n_out)
         keys.extend(_unknown_output_keys(index, len(keys), kv_tokens // bs))
         return Request(
             request_id=rec.request_id, block_keys=keys, prompt_tokens=n_prompt, kv_prompt_tokens=kv_prompt,
             output_tokens=n_out, hit_cap_tokens=cap, session_id=rec.session_id, org=org,
-            arrival=rec.arrival or 0.0, index=index,
+            arrival=rec.arrival or 0.0,
         )
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TextIO
 
 from kvcache.engine.errors import ConfigError
 from kvcache.engine.traces import synth_text as text
@@ -387,11 +388,20 @@ def generate_hash_ids(config: SynthConfig, *, with_session: bool = False) -> lis
     return list(iter_hash_ids(config, with_session=with_session))
 
 
-def write_jsonl(records: Iterable[dict], path: str | Path) -> int:
-    """Write one compact JSON object per line (UTF-8, ``\\n`` endings); returns the line count."""
-    count = 0
+def write_jsonl(records: Iterable[dict], path: str | Path | TextIO) -> int:
+    """Write one compact JSON object per line (UTF-8, ``\\n`` endings); returns the line count.
+
+    ``path`` may also be an open text stream (such as ``sys.stdout``).
+    """
+    if not isinstance(path, (str, Path)):
+        return _write_lines(records, path)
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
-            count += 1
+        return _write_lines(records, f)
+
+
+def _write_lines(records: Iterable[dict], f: TextIO) -> int:
+    count = 0
+    for rec in records:
+        f.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+        count += 1
     return count

@@ -260,3 +260,23 @@ def test_version_and_help() -> None:
     assert r.exit_code == 0 and "replay" in r.stdout and "synth" in r.stdout
     r = runner.invoke(app, ["replay", "--help"])
     assert r.exit_code == 0 and "arrival order" in r.stdout and "--kv-blocks" in r.stdout
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_closed_pipe_exits_quietly(tmp_path: Path, fmt: str) -> None:
+    # `kvcache replay ... | head -1`: the reader goes away; no traceback, exit 0.
+    # 1,600 sessions make the output far larger than a pipe buffer, so the write fails.
+    import subprocess
+    import sys
+
+    trace = tmp_path / "big.jsonl"
+    r = runner.invoke(app, ["synth", "-f", "hash-ids", "--orgs", "8", "--users-per-org", "50",
+                            "--sessions-per-user", "4", "--max-turns", "3", "-o", str(trace)])
+    assert r.exit_code == 0, r.output
+    proc = subprocess.Popen([sys.executable, "-m", "kvcache", "replay", str(trace), "-f", fmt, "--top", "5000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
