@@ -28,6 +28,7 @@ typedef struct {
     PyObject_HEAD
     Py_ssize_t cap;          /* allocated length of the arrays */
     PyObject **hash;
+    PyObject **id_obj;       /* id_obj[b]: the Python int b, made once (owned) */
     Py_ssize_t *prev, *next;
     char *in_tail;
     Py_ssize_t tail_first, tail_last, tail_len;
@@ -54,6 +55,9 @@ static int grow(SeqCache *s, Py_ssize_t need) {
     PyObject **h = PyMem_Realloc(s->hash, cap * sizeof(PyObject *));
     if (!h) { PyErr_NoMemory(); return -1; }
     s->hash = h;
+    PyObject **ids = PyMem_Realloc(s->id_obj, cap * sizeof(PyObject *));
+    if (!ids) { PyErr_NoMemory(); return -1; }
+    s->id_obj = ids;
     Py_ssize_t *p = PyMem_Realloc(s->prev, cap * sizeof(Py_ssize_t));
     if (!p) { PyErr_NoMemory(); return -1; }
     s->prev = p;
@@ -64,7 +68,7 @@ static int grow(SeqCache *s, Py_ssize_t need) {
     if (!t) { PyErr_NoMemory(); return -1; }
     s->in_tail = t;
     for (Py_ssize_t i = s->cap; i < cap; i++) {
-        s->hash[i] = NULL; s->prev[i] = -1; s->next[i] = -1; s->in_tail[i] = 0;
+        s->hash[i] = NULL; s->id_obj[i] = NULL; s->prev[i] = -1; s->next[i] = -1; s->in_tail[i] = 0;
     }
     s->cap = cap;
     return 0;
@@ -125,6 +129,12 @@ static int head_push(SeqCache *s, Py_ssize_t b) {
     return 0;
 }
 
+/* The Python int for block id b, created on first use and kept (borrowed). */
+static inline PyObject *block_id_obj(SeqCache *s, Py_ssize_t b) {
+    if (!s->id_obj[b]) s->id_obj[b] = PyLong_FromSsize_t(b);
+    return s->id_obj[b];
+}
+
 static Py_ssize_t num_free(SeqCache *s) {
     if (s->fresh_end < 0) return PY_SSIZE_T_MAX;
     return s->head_len + (s->fresh_end - s->fresh_next) + s->tail_len;
@@ -138,10 +148,9 @@ static int evict(SeqCache *s, Py_ssize_t b) {
         if (!PyErr_Occurred()) PyErr_Format(PyExc_AssertionError, "block %zd carries a hash missing from the map", b);
         return -1;
     }
-    Py_ssize_t first_id = PyLong_AsSsize_t(first);
     PyObject *younger = PyDict_GetItemWithError(s->duplicates, key); /* borrowed */
     if (!younger && PyErr_Occurred()) return -1;
-    if (first_id == b) {
+    if (first == s->id_obj[b] || PyLong_AsSsize_t(first) == b) {
         if (younger) {
             /* the oldest duplicate becomes the block lookups return */
             PyObject *promoted = PyList_GET_ITEM(younger, 0);
@@ -153,10 +162,9 @@ static int evict(SeqCache *s, Py_ssize_t b) {
         }
     } else {
         if (!younger) { PyErr_Format(PyExc_AssertionError, "block %zd is not mapped by its hash", b); return -1; }
-        PyObject *id = PyLong_FromSsize_t(b);
+        PyObject *id = block_id_obj(s, b);
         if (!id) return -1;
         PyObject *r = PyObject_CallMethod(younger, "remove", "O", id);
-        Py_DECREF(id);
         if (!r) return -1;
         Py_DECREF(r);
         if (PyList_GET_SIZE(younger) == 0 && PyDict_DelItem(s->duplicates, key) < 0) return -1;
@@ -169,22 +177,21 @@ static int evict(SeqCache *s, Py_ssize_t b) {
 
 /* Give block b the key `key` and make it hittable (the oldest holder wins lookups). */
 static int cache_block(SeqCache *s, Py_ssize_t b, PyObject *key) {
-    PyObject *id = PyLong_FromSsize_t(b);
+    PyObject *id = block_id_obj(s, b); /* borrowed */
     if (!id) return -1;
     PyObject *held = PyDict_SetDefault(s->cached, key, id); /* borrowed */
-    if (!held) { Py_DECREF(id); return -1; }
+    if (!held) return -1;
     if (held != id) {
         PyObject *younger = PyDict_GetItemWithError(s->duplicates, key);
         if (!younger) {
-            if (PyErr_Occurred()) { Py_DECREF(id); return -1; }
+            if (PyErr_Occurred()) return -1;
             younger = PyList_New(0);
-            if (!younger) { Py_DECREF(id); return -1; }
-            if (PyDict_SetItem(s->duplicates, key, younger) < 0) { Py_DECREF(younger); Py_DECREF(id); return -1; }
+            if (!younger) return -1;
+            if (PyDict_SetItem(s->duplicates, key, younger) < 0) { Py_DECREF(younger); return -1; }
             Py_DECREF(younger); /* the dict holds it */
         }
-        if (PyList_Append(younger, id) < 0) { Py_DECREF(id); return -1; }
+        if (PyList_Append(younger, id) < 0) return -1;
     }
-    Py_DECREF(id);
     Py_INCREF(key);
     s->hash[b] = key;
     return 0;
@@ -378,8 +385,8 @@ static int SeqCache_init(SeqCache *s, PyObject *args, PyObject *kw) {
 }
 
 static void SeqCache_dealloc(SeqCache *s) {
-    for (Py_ssize_t i = 0; i < s->cap; i++) Py_XDECREF(s->hash[i]);
-    PyMem_Free(s->hash); PyMem_Free(s->prev); PyMem_Free(s->next); PyMem_Free(s->in_tail);
+    for (Py_ssize_t i = 0; i < s->cap; i++) { Py_XDECREF(s->hash[i]); Py_XDECREF(s->id_obj[i]); }
+    PyMem_Free(s->hash); PyMem_Free(s->id_obj); PyMem_Free(s->prev); PyMem_Free(s->next); PyMem_Free(s->in_tail);
     PyMem_Free(s->head); PyMem_Free(s->hits); PyMem_Free(s->fresh_ids);
     Py_XDECREF(s->cached); Py_XDECREF(s->duplicates);
     Py_XDECREF(s->last_hits); Py_XDECREF(s->last_new);
