@@ -28,13 +28,13 @@ TOKENIZER_NOTE = (
 )
 
 
-def notes_for(input_format: str, hit_cap: str, tokenizer: str) -> list[str]:
+def notes_for(input_format: str, hit_cap: str, tokenizers: list[str]) -> list[str]:
     """The caveats that apply to a run, printed under the table and kept in JSON."""
     notes = [SEQUENTIAL_NOTE]
     if hit_cap == "none":
         notes.append(NO_CAP_NOTE)
-    if input_format == "native":
-        notes.append(TOKENIZER_NOTE.format(tokenizer=tokenizer))
+    if input_format == "native" and tokenizers:
+        notes.append(TOKENIZER_NOTE.format(tokenizer=" and ".join(tokenizers)))
     return notes
 
 

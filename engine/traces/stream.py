@@ -20,7 +20,7 @@ from kvcache.engine.traces import mooncake
 from kvcache.engine.traces.detect import FORMATS, READERS, detect_format
 from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
 from kvcache.engine.traces.records import TraceRecord
-from kvcache.engine.traces.tokenizer import SegmentTokenizer
+from kvcache.engine.traces.tokenizer import TOKENIZERS, SegmentTokenizer, tokenizer_for_model
 
 
 @dataclass(slots=True)
@@ -35,7 +35,9 @@ class StreamOptions:
         hit_cap: ``vllm`` caps hits at prompt-1 tokens over full blocks; ``none``
             counts every trace block (Mooncake's convention); ``auto`` picks
             ``none`` for block-hash traces and ``vllm`` otherwise.
-        tokenizer: offline tokenizer for native records (``cl100k_base``).
+        tokenizer: vocabulary for native records: ``auto`` (by each record's
+            model, see ``engine/data/tokenizers.json``), ``cl100k_base``,
+            ``o200k_base``, or a path to a Hugging Face ``tokenizer.json``.
         skip_invalid: skip malformed lines (they are counted) instead of failing.
         sort: buffer the trace and sort it by arrival (stable) instead of
             requiring arrivals in file order.
@@ -46,7 +48,7 @@ class StreamOptions:
     trace_block_size: int | None = None
     hash_algo: HashAlgo = "xxh3_128"
     hit_cap: HitCap = "auto"
-    tokenizer: str = "cl100k_base"
+    tokenizer: str = "auto"
     skip_invalid: bool = False
     sort: bool = False
 
@@ -55,6 +57,10 @@ class StreamOptions:
             raise ConfigError(f"unknown input format {self.input_format!r}; choose auto or one of {', '.join(FORMATS)}")
         if self.hit_cap not in HIT_CAPS:
             raise ConfigError(f"unknown hit cap {self.hit_cap!r}; choose one of {', '.join(HIT_CAPS)}")
+        if self.tokenizer not in ("auto", *TOKENIZERS) and not self.tokenizer.endswith(".json"):
+            raise ConfigError(
+                f"unknown tokenizer {self.tokenizer!r}; choose auto, {', '.join(TOKENIZERS)} or a path to a tokenizer.json"
+            )
         if self.trace_block_size is not None and self.trace_block_size < 1:
             raise ConfigError(f"--trace-block-size must be positive, got {self.trace_block_size}")
 
@@ -78,7 +84,7 @@ class RequestStream:
     format: str | None = None
     skipped: list[SkippedLine] = field(default_factory=list)
     bytes_read: int = 0
-    _tokenizer: SegmentTokenizer | None = None
+    tokenizers: dict[str, SegmentTokenizer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lines: Iterator[TraceLine] = iter_lines(self.path)
@@ -113,11 +119,15 @@ class RequestStream:
             return self.options.hit_cap
         return "none" if self.format == mooncake.NAME else "vllm"
 
-    @property
-    def tokenizer(self) -> SegmentTokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = SegmentTokenizer(self.options.tokenizer)
-        return self._tokenizer
+    def tokenizer_for(self, model: str | None) -> SegmentTokenizer:
+        """The (memoising) tokenizer for a record's model; one per vocabulary."""
+        name = self.options.tokenizer
+        if name == "auto":
+            name = tokenizer_for_model(model)
+        tok = self.tokenizers.get(name)
+        if tok is None:
+            tok = self.tokenizers[name] = SegmentTokenizer(name)
+        return tok
 
     def records(self) -> Iterator[TraceRecord]:
         """Parsed records in file order; malformed lines raise or are skipped."""
@@ -180,8 +190,9 @@ class RequestStream:
             return self._hash_id_request(rec, index)
         bs = self.block_size
         if rec.segments is not None:
-            prompt = self.tokenizer.encode_segments(rec.segments)
-            outputs = self.tokenizer.encode(rec.output_text) if rec.output_text is not None else None
+            tok = self.tokenizer_for(rec.model)
+            prompt = tok.encode_segments(rec.segments)
+            outputs = tok.encode(rec.output_text) if rec.output_text is not None else None
         else:
             prompt = rec.prompt_token_ids or []
             outputs = rec.output_token_ids

