@@ -14,6 +14,7 @@ class InputFormat(str, Enum):
     native = "native"
     token_ids = "token-ids"
     mooncake = "mooncake"
+    bailian = "bailian"
 
 
 class HashChoice(str, Enum):
@@ -44,7 +45,7 @@ def replay(
     per_request: str | None = typer.Option(None, "--per-request", metavar="FILE", help="Write one row per request to FILE (.csv or .jsonl)."),
     input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format", help="Trace format; auto-detected from the first line."),
     block_size: int | None = typer.Option(None, "--block-size", min=1, help="Tokens per KV block for token and native traces (default 16, as in vLLM)."),
-    trace_block_size: int | None = typer.Option(None, "--trace-block-size", min=1, help="Tokens per hash id in block-hash traces (default 512, Mooncake's)."),
+    trace_block_size: int | None = typer.Option(None, "--trace-block-size", min=1, help="Tokens per hash id in block-hash traces (default: the format's, 512 for Mooncake, 16 for Bailian)."),
     kv_blocks: int | None = typer.Option(None, "--kv-blocks", min=2, help="Pool size in blocks, counting vLLM's reserved null block (N-1 usable). Default: unbounded."),
     kv_memory: str | None = typer.Option(None, "--kv-memory", help="Pool size as KV memory, e.g. 80GiB; needs --model-shape."),
     model_shape: str | None = typer.Option(None, "--model-shape", help="Model whose KV shape sizes a block, e.g. llama-3.1-8b (see engine/data/model_shapes.json)."),
@@ -87,9 +88,9 @@ def replay(
     except ConfigError as e:
         raise UsageError(str(e)) from None
     stream = RequestStream(trace, options)
-    if stream.format != "mooncake" and trace_block_size is not None:
+    if not stream.is_hash_id_trace and trace_block_size is not None:
         raise UsageError("--trace-block-size applies to block-hash traces only")
-    if stream.format == "mooncake" and block_size is not None:
+    if stream.is_hash_id_trace and block_size is not None:
         raise UsageError("a block-hash trace has its own block size: use --trace-block-size, not --block-size")
     bs = stream.block_size
     try:

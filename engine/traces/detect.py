@@ -6,17 +6,21 @@ from types import ModuleType
 from typing import Any
 
 from kvcache.engine.errors import TraceError
-from kvcache.engine.traces import mooncake, native, token_ids
+from kvcache.engine.traces import bailian, mooncake, native, token_ids
 
 # Order matters: the first reader whose `looks_like` accepts the line wins.
 READERS: dict[str, ModuleType] = {
+    bailian.NAME: bailian,
     mooncake.NAME: mooncake,
     token_ids.NAME: token_ids,
     native.NAME: native,
 }
 FORMATS: tuple[str, ...] = tuple(READERS)
+# Formats whose lines are prefix-chained block ids, each with its own block size.
+HASH_ID_FORMATS: dict[str, int] = {bailian.NAME: bailian.DEFAULT_BLOCK_SIZE, mooncake.NAME: mooncake.DEFAULT_BLOCK_SIZE}
 
 _DESCRIPTIONS = {
+    bailian.NAME: "Bailian block-hash trace ('chat_id', 'parent_chat_id', 'hash_ids')",
     mooncake.NAME: "Mooncake block-hash trace ('hash_ids', 'input_length')",
     token_ids.NAME: "token-id trace ('prompt_token_ids')",
     native.NAME: "native kvcache JSONL ('messages', optional 'tools'/'system')",
@@ -26,6 +30,12 @@ _DESCRIPTIONS = {
 def supported_formats() -> str:
     """One line listing the readable formats, for error messages."""
     return "; ".join(f"{k}: {v}" for k, v in _DESCRIPTIONS.items())
+
+
+def line_parser(name: str):
+    """The per-line parse function of a format (stateful readers get a fresh parser)."""
+    reader = READERS[name]
+    return reader.Parser() if hasattr(reader, "Parser") else reader.parse
 
 
 def detect_format(obj: dict[str, Any], path: str, line: int) -> str:

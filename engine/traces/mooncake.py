@@ -21,12 +21,18 @@ def looks_like(obj: dict[str, Any]) -> bool:
     return "hash_ids" in obj
 
 
-def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
-    f = FieldReader(obj, path, line)
-    hash_ids = obj.get("hash_ids")
-    # set(map(type, ...)) runs in C; hash ids are ints (strings are accepted too).
+def check_hash_ids(f: FieldReader) -> list[Any]:
+    """The line's ``hash_ids``: a list of integers (strings are accepted too)."""
+    hash_ids = f.obj.get("hash_ids")
+    # set(map(type, ...)) runs in C, which matters on long prompts.
     if not isinstance(hash_ids, list) or not set(map(type, hash_ids)) <= _ID_TYPES:
         raise f.fail("expected 'hash_ids' to be a list of integers")
+    return hash_ids
+
+
+def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
+    f = FieldReader(obj, path, line)
+    hash_ids = check_hash_ids(f)
     input_length = f.count_or_none("input_length")
     if input_length is None:
         raise f.fail("expected 'input_length' (prompt tokens) with 'hash_ids'")

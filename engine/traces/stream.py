@@ -16,8 +16,7 @@ from kvcache.engine.config import DEFAULT_BLOCK_SIZE, HIT_CAPS, HashAlgo, HitCap
 from kvcache.engine.errors import ConfigError, TraceError
 from kvcache.engine.hashing import BlockHash, hash_token_blocks
 from kvcache.engine.request import Request, kv_token_count
-from kvcache.engine.traces import mooncake
-from kvcache.engine.traces.detect import FORMATS, READERS, detect_format
+from kvcache.engine.traces.detect import FORMATS, HASH_ID_FORMATS, detect_format, line_parser
 from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
 from kvcache.engine.traces.records import TraceRecord
 from kvcache.engine.traces.tokenizer import TOKENIZERS, SegmentTokenizer, tokenizer_for_model
@@ -109,15 +108,20 @@ class RequestStream:
     @property
     def block_size(self) -> int:
         """Tokens per block used for this trace (the trace's own for hash-id traces)."""
-        if self.format == mooncake.NAME:
-            return self.options.trace_block_size or mooncake.DEFAULT_BLOCK_SIZE
+        if self.is_hash_id_trace:
+            return self.options.trace_block_size or HASH_ID_FORMATS[self.format]  # type: ignore[index]
         return self.options.block_size
 
     @property
     def hit_cap(self) -> str:
         if self.options.hit_cap != "auto":
             return self.options.hit_cap
-        return "none" if self.format == mooncake.NAME else "vllm"
+        return "none" if self.is_hash_id_trace else "vllm"
+
+    @property
+    def is_hash_id_trace(self) -> bool:
+        """Whether lines carry prefix-chained block ids rather than text or tokens."""
+        return self.format in HASH_ID_FORMATS
 
     def tokenizer_for(self, model: str | None) -> SegmentTokenizer:
         """The (memoising) tokenizer for a record's model; one per vocabulary."""
@@ -132,7 +136,7 @@ class RequestStream:
     def records(self) -> Iterator[TraceRecord]:
         """Parsed records in file order; malformed lines raise or are skipped."""
         assert self.format is not None
-        reader = READERS[self.format]
+        parse = line_parser(self.format)
         first_line, first_obj = self._first  # type: ignore[misc]
         pending: Iterator[tuple[TraceLine, dict | None]] = itertools.chain(
             [(first_line, first_obj)], ((ln, None) for ln in self._lines)
@@ -142,7 +146,7 @@ class RequestStream:
             try:
                 if obj is None:
                     obj = parse_json_object(line, self.path)
-                yield reader.parse(obj, self.path, line.number)
+                yield parse(obj, self.path, line.number)
             except TraceError as e:
                 if not self.options.skip_invalid:
                     raise
