@@ -11,6 +11,36 @@ from kvcache.engine.errors import TraceError
 MAX_TOKEN_ID = 2**32 - 1  # token ids are hashed as uint32
 
 
+@dataclass(slots=True, frozen=True)
+class BilledUsage:
+    """What the provider billed for one call's prompt, in the provider's tokens.
+
+    Attributes:
+        prompt_tokens: the whole prompt, cached part included (for Anthropic that
+            is ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``).
+        cached_tokens: prompt tokens read from the cache.
+        cache_write_tokens: prompt tokens written to the cache, when reported.
+    """
+
+    prompt_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class SkippedLine:
+    """A line (of ``path``, when a trace spans files) that was not turned into a request."""
+
+    line: int
+    reason: str
+    path: str | None = None
+
+
+# A prompt segment: text to tokenize, or token ids used as they are (pseudo
+# tokens for content a log redacts or leaves out, see tokenizer.pseudo_tokens).
+Segment = str | tuple[int, ...]
+
+
 @dataclass(slots=True)
 class TraceRecord:
     """One request as read from a trace, before tokenizing and hashing.
@@ -18,12 +48,15 @@ class TraceRecord:
     Exactly one of ``segments``, ``prompt_token_ids`` or ``hash_ids`` is set:
 
     * ``segments``: rendered prompt text, one string per template segment; each
-      segment is tokenized on its own (and memoised).
+      segment is tokenized on its own (and memoised). A segment may instead be a
+      tuple of token ids, used as is.
     * ``prompt_token_ids``: the prompt as token ids.
     * ``hash_ids``: prefix-chained block ids at the trace's own block size.
 
     ``output_text`` is the reply exactly as the model generated it, already
     rendered (text, tool calls and end marker), ready to tokenize.
+    ``billed`` is the provider's usage for the call, when the log records it.
+    ``path`` names the file the record came from when a trace spans files.
     """
 
     line: int
@@ -32,7 +65,7 @@ class TraceRecord:
     org: str | None = None
     arrival: float | None = None
     model: str | None = None
-    segments: list[str] | None = None
+    segments: list[Segment] | None = None
     prompt_token_ids: list[int] | None = None
     hash_ids: list[Any] | None = None
     input_length: int | None = None
@@ -40,6 +73,8 @@ class TraceRecord:
     output_token_ids: list[int] | None = None
     output_length: int | None = None
     lora_name: str | None = None
+    billed: BilledUsage | None = None
+    path: str | None = None
 
 
 class FieldReader:

@@ -18,7 +18,7 @@ from kvcache.engine.hashing import BlockHash, hash_token_blocks
 from kvcache.engine.request import Request, kv_token_count
 from kvcache.engine.traces.detect import FORMATS, HASH_ID_FORMATS, detect_format, line_parser
 from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
-from kvcache.engine.traces.records import TraceRecord
+from kvcache.engine.traces.records import SkippedLine, TraceRecord
 from kvcache.engine.traces.tokenizer import TOKENIZERS, SegmentTokenizer, tokenizer_for_model
 
 
@@ -62,12 +62,6 @@ class StreamOptions:
             )
         if self.trace_block_size is not None and self.trace_block_size < 1:
             raise ConfigError(f"--trace-block-size must be positive, got {self.trace_block_size}")
-
-
-@dataclass(slots=True)
-class SkippedLine:
-    line: int
-    reason: str
 
 
 @dataclass

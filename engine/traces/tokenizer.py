@@ -132,9 +132,23 @@ class SegmentTokenizer:
             self.segments_reused += 1
         return ids
 
-    def encode_segments(self, segments: list[str]) -> list[int]:
-        """Concatenated token ids of the segments, in order."""
+    def encode_segments(self, segments: list[str | tuple[int, ...]]) -> list[int]:
+        """Concatenated token ids of the segments, in order (token-id tuples as they are)."""
         out: list[int] = []
         for s in segments:
-            out.extend(self.encode(s))
+            out.extend(s if type(s) is tuple else self.encode(s))  # type: ignore[arg-type]
         return out
+
+
+def pseudo_tokens(key: str, count: int) -> tuple[int, ...]:
+    """``count`` stable stand-in token ids for content a log does not hold.
+
+    Equal keys give equal tokens, so two requests that carry the same redacted or
+    omitted span (the same key) share those blocks, and different keys never do.
+    The ids are drawn from the whole uint32 range, so they cannot collide with a
+    real vocabulary's ids except by chance.
+    """
+    import xxhash
+
+    seed = xxhash.xxh64_intdigest(key.encode())
+    return tuple(xxhash.xxh32_intdigest(i.to_bytes(8, "little"), seed & 0xFFFFFFFF) for i in range(count))
