@@ -36,6 +36,19 @@ class SkippedLine:
     path: str | None = None
 
 
+@dataclass(slots=True)
+class ReaderOptions:
+    """Options for readers of whole-file log formats (Claude Code, Codex).
+
+    Attributes:
+        assume_prefix_tokens: tokens of prompt prefix the log does not contain
+            (Claude Code omits the system prompt and tools). ``None`` lets the
+            reader infer it, e.g. from the first call's billed cache read + write.
+    """
+
+    assume_prefix_tokens: int | None = None
+
+
 # A prompt segment: text to tokenize, or token ids used as they are (pseudo
 # tokens for content a log redacts or leaves out, see tokenizer.pseudo_tokens).
 Segment = str | tuple[int, ...]
