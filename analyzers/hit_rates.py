@@ -17,6 +17,9 @@ from kvcache.engine.request import RequestResult
 DEFINITIONS = {
     "token_hit_rate": "cached prompt tokens / prompt tokens, summed over requests (vLLM's definition)",
     "block_hit_rate": "leading hit blocks / full prompt blocks, summed over requests",
+    "billed_token_hit_rate": "billed cached tokens / billed prompt tokens, over calls whose usage the trace records",
+    "per_call_abs_error_share": "sum of |predicted read - billed read| / sum of billed prompt tokens (predictions scaled per call by billed/our prompt tokens)",
+    "uncached_error": "(predicted uncached - billed uncached) / billed uncached",
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kvcache.analyzers.billing import BilledComparison
 from kvcache.analyzers.hit_rates import DEFINITIONS, HitRateReport
 from kvcache.engine.config import CacheConfig
 from kvcache.engine.replay import ReplayStats
@@ -51,6 +52,7 @@ class ReplayReport:
     skipped: list[dict[str, Any]]
     notes: list[str]
     implementation: str = "c"
+    billing: BilledComparison | None = None
 
     def summary(self) -> dict[str, Any]:
         t = self.hit_rates.total
@@ -72,6 +74,8 @@ class ReplayReport:
             "peak_cached_blocks": self.stats.peak_cached_blocks,
             "rejected_requests": self.stats.rejected_requests,
             "skipped_lines": len(self.skipped),
+            **(self.billing or BilledComparison()).billed_fields(),
+            "predicted_vs_billed": (self.billing or BilledComparison()).summary(),
             "hash": self.config.hash_algo,
             "free_order": self.config.free_order,
             "hit_cap": self.hit_cap,

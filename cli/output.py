@@ -15,6 +15,7 @@ from kvcache.cli.errors import UsageError
 PER_REQUEST_FIELDS = (
     "request_id", "session_id", "org", "arrival", "prompt_tokens", "cached_tokens",
     "hit_blocks", "blocks", "first_miss_block", "rejected",
+    "billed_prompt_tokens", "billed_cached_tokens", "predicted_cached_billed_tokens",
 )
 
 
@@ -109,7 +110,26 @@ class Output:
         if s["rejected_requests"]:
             t.add_row("rejected requests", f"{s['rejected_requests']:,}", "too large for the whole pool")
         t.add_row("skipped lines", f"{s['skipped_lines']:,}", "malformed lines skipped by --skip-invalid")
+        pvb = s["predicted_vs_billed"]
+        if pvb is not None:
+            t.add_row("billed prompt tokens", f"{s['billed_prompt_tokens']:,}", f"{pvb['calls']:,} calls with usage in the trace")
+            t.add_row("billed cached tokens", f"{s['billed_cached_tokens']:,}", "what the provider billed as cache reads")
+            t.add_row("billed hit rate", _fmt_rate(s["billed_token_hit_rate"]), s["definitions"]["billed_token_hit_rate"])
+            t.add_row("predicted hit rate", _fmt_rate(pvb["predicted_token_hit_rate"]), "predicted reads in billed units / billed prompt tokens")
+            t.add_row("calibration ratio", f"{pvb['calibration_ratio']}", "billed prompt tokens / our prompt tokens")
+            t.add_row("per-call error", f"{pvb['per_call_abs_error_share']:.4f}", s["definitions"]["per_call_abs_error_share"])
+            if pvb["uncached_error"] is not None:
+                t.add_row("uncached error", f"{pvb['uncached_error']:+.4f}", s["definitions"]["uncached_error"])
         console.print(t)
+        if pvb is not None and pvb["largest_disagreements"] and top > 0:
+            d = Table(title="calls where prediction and bill disagree most")
+            for k in ("request_id", "session_id", "predicted read", "billed read", "billed prompt", "first miss block"):
+                d.add_column(k, justify="left" if k in ("request_id", "session_id") else "right", overflow="fold")
+            for r in pvb["largest_disagreements"][:top]:
+                d.add_row(str(r["request_id"]), str(r["session_id"]), f"{r['predicted_cached_tokens']:,}",
+                          f"{r['billed_cached_tokens']:,}", f"{r['billed_prompt_tokens']:,}",
+                          "-" if r["first_miss_block"] is None else str(r["first_miss_block"]))
+            console.print(d)
         self._group_table(console, Table, "orgs", data["orgs"], ["org"], top)
         self._group_table(console, Table, "sessions (most uncached tokens first)", data["sessions"], ["session_id", "org"], top)
         for note in s["notes"]:
@@ -155,7 +175,11 @@ class PerRequestWriter:
             self._csv.writerow(PER_REQUEST_FIELDS)
 
     def write(self, result: Any) -> None:
-        row = [getattr(result, f) for f in PER_REQUEST_FIELDS]
+        from kvcache.analyzers.billing import calibrated_prediction
+
+        predicted = calibrated_prediction(result)
+        row = [getattr(result, f) for f in PER_REQUEST_FIELDS[:-1]]
+        row.append(None if predicted is None else round(predicted))
         if self._csv is not None:
             self._csv.writerow(["" if v is None else v for v in row])
         else:

@@ -40,7 +40,7 @@ class OutputFormat(str, Enum):
 
 @handle_errors
 def replay(
-    trace: str = typer.Argument(..., help="Trace file: .jsonl, .jsonl.gz, or - for stdin.", show_default=False),
+    trace: str = typer.Argument(..., help="Trace file (.jsonl, .jsonl.gz, - for stdin) or a folder of agent logs (e.g. ~/.claude/projects).", show_default=False),
     output_format: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table for people, json for machines."),
     per_request: str | None = typer.Option(None, "--per-request", metavar="FILE", help="Write one row per request to FILE (.csv or .jsonl)."),
     input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format", help="Trace format; auto-detected from the first line."),
@@ -54,6 +54,7 @@ def replay(
     hash_algo: HashChoice = typer.Option(HashChoice.xxh3_128, "--hash", help="Block hash: xxh3_128 (fast) or sha256 (vLLM's default, bit-exact). Hit results are identical."),
     free_order: FreeOrderChoice = typer.Option(FreeOrderChoice.current, "--free-order", help="current: vLLM>=0.28 puts freed unhashed blocks at the free-queue head; classic: vLLM<=0.27 appends every freed block."),
     hit_cap: HitCapChoice = typer.Option(HitCapChoice.auto, "--hit-cap", help="vllm: hits stop at prompt-1 tokens on full blocks; none: every trace block may hit (Mooncake convention); auto: none for block-hash traces, vllm otherwise."),
+    assume_prefix_tokens: int | None = typer.Option(None, "--assume-prefix-tokens", min=0, help="Agent logs: prompt tokens the log leaves out (Claude Code's system prompt and tools). Default: inferred from the first call's billed cache read + write."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed lines (reported as skipped_lines) instead of failing."),
     sort: bool = typer.Option(False, "--sort", help="Buffer the trace and sort it by arrival; without it arrivals must not go backwards."),
     top: int = typer.Option(10, "--top", min=0, help="Sessions and orgs shown in the table."),
@@ -67,6 +68,7 @@ def replay(
     salt, LRU eviction), then its prompt blocks, and its output blocks when the
     trace records the reply, are cached when it completes.
     """
+    from kvcache.analyzers.billing import BilledComparison
     from kvcache.analyzers.hit_rates import HitRateReport
     from kvcache.analyzers.replay_report import ReplayReport, notes_for
     from kvcache.cli.output import Output, PerRequestWriter
@@ -83,7 +85,8 @@ def replay(
     try:
         options = StreamOptions(
             input_format=input_format.value, block_size=block_size or DEFAULT_BLOCK_SIZE, trace_block_size=trace_block_size,
-            hash_algo=hash_algo.value, hit_cap=hit_cap.value, tokenizer=tokenizer, skip_invalid=skip_invalid, sort=sort,
+            hash_algo=hash_algo.value, hit_cap=hit_cap.value, tokenizer=tokenizer,
+            assume_prefix_tokens=assume_prefix_tokens, skip_invalid=skip_invalid, sort=sort,
         )
     except ConfigError as e:
         raise UsageError(str(e)) from None
@@ -100,12 +103,14 @@ def replay(
     config = CacheConfig(block_size=bs, num_blocks=num_blocks, hash_algo=hash_algo.value, free_order=free_order.value)
     replayer = SequentialReplayer(config)
     hit_rates = HitRateReport()
+    billing = BilledComparison()
     writer = PerRequestWriter(per_request) if per_request else None
     try:
         with out.progress(f"replaying {Path(trace).name if trace != '-' else 'stdin'}", trace_size(trace)) as advance:
             seen = 0
             for result in replayer.run(stream):
                 hit_rates.add(result)
+                billing.add(result)
                 if writer is not None:
                     writer.write(result)
                 advance(stream.bytes_read - seen)
@@ -118,7 +123,7 @@ def replay(
         hit_rates=hit_rates, stats=replayer.stats,
         skipped=[{"line": s.line, "reason": s.reason} for s in stream.skipped],
         notes=notes_for(stream.format or "", stream.hit_cap, sorted(stream.tokenizers)),
-        implementation=replayer.implementation,
+        implementation=replayer.implementation, billing=billing,
     )
     if report.skipped:
         first = ", ".join(f"line {s['line']}: {s['reason']}" for s in report.skipped[:3])

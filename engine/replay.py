@@ -130,6 +130,7 @@ class SequentialReplayer:
                 yield RequestResult(
                     req.request_id, req.session_id, req.org, req.arrival,
                     req.prompt_tokens, 0, 0, prompt_blocks, 0 if prompt_blocks else None, True,
+                    req.billed_prompt_tokens, req.billed_cached_tokens,
                 )
                 continue
             if len(cached) > peak:
@@ -139,6 +140,7 @@ class SequentialReplayer:
             yield RequestResult(
                 req.request_id, req.session_id, req.org, req.arrival,
                 req.prompt_tokens, cached_tokens, n_hit, prompt_blocks,
-                n_hit if n_hit < prompt_blocks else None,
+                n_hit if n_hit < prompt_blocks else None, False,
+                req.billed_prompt_tokens, req.billed_cached_tokens,
             )
         stats.evicted_blocks = counter.num_evicted

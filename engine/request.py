@@ -24,6 +24,8 @@ class Request:
             because the last sampled token is never computed.
         hit_cap_tokens: most tokens a lookup may hit. vLLM caps at
             ``prompt - 1`` so the last prompt token is recomputed for its logits.
+        billed_prompt_tokens, billed_cached_tokens: what the provider billed for
+            this call, when the trace records it (passed through to the result).
     """
 
     request_id: str
@@ -35,6 +37,8 @@ class Request:
     session_id: str | None = None
     org: str | None = None
     arrival: float = 0.0
+    billed_prompt_tokens: int | None = None
+    billed_cached_tokens: int | None = None
     num_computed_tokens: int = field(default=0)
 
     @property
@@ -55,7 +59,8 @@ class RequestResult:
 
     ``blocks`` counts the full prompt blocks (the denominator of block_hit_rate);
     ``first_miss_block`` is the index of the first prompt block that missed, or
-    ``None`` when every full prompt block hit.
+    ``None`` when every full prompt block hit. The billed fields repeat the
+    request's, so that predictions and bills travel together.
     """
 
     request_id: str
@@ -68,3 +73,5 @@ class RequestResult:
     blocks: int
     first_miss_block: int | None
     rejected: bool = False
+    billed_prompt_tokens: int | None = None
+    billed_cached_tokens: int | None = None

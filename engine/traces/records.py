@@ -111,7 +111,22 @@ class FieldReader:
             "arrival": self.number_or_none("arrival"),
             "model": self.str_or_none("model"),
             "lora_name": self.str_or_none("lora"),
+            "billed": self.billed_usage(),
         }
+
+    def billed_usage(self) -> BilledUsage | None:
+        """The optional ``usage`` object of kvcache's own formats:
+        ``{"prompt_tokens": N, "cached_tokens": M}`` as the provider billed them."""
+        usage = self.obj.get("usage")
+        if usage is None:
+            return None
+        if not isinstance(usage, dict):
+            raise self.fail("expected 'usage' to be an object with 'prompt_tokens' and 'cached_tokens'")
+        inner = FieldReader(usage, self.path, self.line)
+        prompt, cached = inner.count_or_none("prompt_tokens"), inner.count_or_none("cached_tokens")
+        if prompt is None or cached is None or cached > prompt:
+            raise self.fail("expected 'usage' to hold 'prompt_tokens' and 'cached_tokens' (cached <= prompt)")
+        return BilledUsage(prompt, cached, inner.count_or_none("cache_write_tokens"))
 
     def str_or_none(self, key: str) -> str | None:
         """A string field; a missing field, null and "" all read as ``None``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kvcache.engine.config import DEFAULT_BLOCK_SIZE, HIT_CAPS, HashAlgo, HitCap
 from kvcache.engine.errors import ConfigError, TraceError
@@ -18,7 +19,8 @@ from kvcache.engine.hashing import BlockHash, hash_token_blocks
 from kvcache.engine.request import Request, kv_token_count
 from kvcache.engine.traces.detect import FORMATS, HASH_ID_FORMATS, detect_format, line_parser
 from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
-from kvcache.engine.traces.records import SkippedLine, TraceRecord
+from kvcache.engine.traces.logs import first_object, is_file_level, log_files, read_log_records
+from kvcache.engine.traces.records import ReaderOptions, SkippedLine, TraceRecord
 from kvcache.engine.traces.tokenizer import TOKENIZERS, SegmentTokenizer, tokenizer_for_model
 
 
@@ -34,6 +36,8 @@ class StreamOptions:
         hit_cap: ``vllm`` caps hits at prompt-1 tokens over full blocks; ``none``
             counts every trace block (Mooncake's convention); ``auto`` picks
             ``none`` for block-hash traces and ``vllm`` otherwise.
+        assume_prefix_tokens: prompt tokens an agent log leaves out (Claude Code's
+            system prompt and tools); inferred from billed usage when ``None``.
         tokenizer: vocabulary for native records: ``auto`` (by each record's
             model, see ``engine/data/tokenizers.json``), ``cl100k_base``,
             ``o200k_base``, or a path to a Hugging Face ``tokenizer.json``.
@@ -48,6 +52,7 @@ class StreamOptions:
     hash_algo: HashAlgo = "xxh3_128"
     hit_cap: HitCap = "auto"
     tokenizer: str = "auto"
+    assume_prefix_tokens: int | None = None
     skip_invalid: bool = False
     sort: bool = False
 
@@ -60,6 +65,8 @@ class StreamOptions:
             raise ConfigError(
                 f"unknown tokenizer {self.tokenizer!r}; choose auto, {', '.join(TOKENIZERS)} or a path to a tokenizer.json"
             )
+        if self.assume_prefix_tokens is not None and self.assume_prefix_tokens < 0:
+            raise ConfigError(f"--assume-prefix-tokens must not be negative, got {self.assume_prefix_tokens}")
         if self.trace_block_size is not None and self.trace_block_size < 1:
             raise ConfigError(f"--trace-block-size must be positive, got {self.trace_block_size}")
 
@@ -80,8 +87,20 @@ class RequestStream:
     tokenizers: dict[str, SegmentTokenizer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._files: list[str] = []
+        if Path(self.path).is_dir():
+            # A folder of agent logs, e.g. a whole ~/.claude/projects tree.
+            self._files = log_files(self.path)
+            fmt = self.options.input_format
+            if fmt == "auto":
+                fmt = detect_format(first_object(self._files[0], self.options.skip_invalid, self.skipped), self._files[0], 1)
+            self.format = fmt
+            return
         self._lines: Iterator[TraceLine] = iter_lines(self.path)
         self._first = self._peek_first()
+        if is_file_level(self.format):
+            self._files = [self.path]
+            self.skipped.clear()  # the whole-file reader reads (and reports) these lines again
 
     # ------------------------------------------------------------------ reading
     def _peek_first(self) -> tuple[TraceLine, dict] | None:
@@ -127,9 +146,24 @@ class RequestStream:
             tok = self.tokenizers[name] = SegmentTokenizer(name)
         return tok
 
+    @property
+    def is_log(self) -> bool:
+        """Whether this trace is made of whole-file agent logs (Claude Code, Codex)."""
+        return bool(self._files)
+
+    def _add_bytes(self, n: int) -> None:
+        self.bytes_read += n
+
     def records(self) -> Iterator[TraceRecord]:
         """Parsed records in file order; malformed lines raise or are skipped."""
         assert self.format is not None
+        if self._files:
+            yield from read_log_records(
+                self._files, self.format if self.options.input_format != "auto" else "auto",
+                ReaderOptions(assume_prefix_tokens=self.options.assume_prefix_tokens),
+                self.options.skip_invalid, self.skipped, self._add_bytes,
+            )
+            return
         parse = line_parser(self.format)
         first_line, first_obj = self._first  # type: ignore[misc]
         pending: Iterator[tuple[TraceLine, dict | None]] = itertools.chain(
@@ -147,8 +181,11 @@ class RequestStream:
                 self.skipped.append(SkippedLine(line.number, e.message))
 
     def ordered_records(self) -> Iterator[TraceRecord]:
-        """Records in arrival order (file order among equal or missing arrivals)."""
-        if self.options.sort:
+        """Records in arrival order (file order among equal or missing arrivals).
+
+        Agent logs are always buffered and sorted: their calls span files.
+        """
+        if self.options.sort or self._files:
             buffered = list(self.records())
             last = 0.0
             for r in buffered:  # a missing arrival inherits the previous one
@@ -206,10 +243,13 @@ class RequestStream:
             keys = hash_token_blocks(prompt, bs, self.options.hash_algo, salt, rec.lora_name)
             keys.extend(_unknown_output_keys(index, len(keys), kv_tokens // bs))
         cap = n_prompt - 1 if self.hit_cap == "vllm" else n_prompt
+        billed = rec.billed
         return Request(
             request_id=rec.request_id, block_keys=keys, prompt_tokens=n_prompt, kv_prompt_tokens=n_prompt,
             output_tokens=n_out, hit_cap_tokens=cap, session_id=rec.session_id, org=rec.org,
             arrival=rec.arrival or 0.0,
+            billed_prompt_tokens=billed.prompt_tokens if billed else None,
+            billed_cached_tokens=billed.cached_tokens if billed else None,
         )
 
     def _hash_id_request(self, rec: TraceRecord, index: int) -> Request:

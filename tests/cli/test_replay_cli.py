@@ -280,3 +280,47 @@ def test_closed_pipe_exits_quietly(tmp_path: Path, fmt: str) -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err
+
+
+def test_predicted_against_billed(tmp_path: Path) -> None:
+    # Two calls of one session, billed in the provider's units (twice our token count).
+    # Call b: we predict 64 cached of 95 tokens; scaled per call by 190/95 that is 128
+    # provider tokens, against 150 billed: |128 - 150| = 22.
+    prompt = list(range(40))
+    outputs = list(range(1000, 1025))
+    rows = [
+        {"request_id": "a", "session_id": "s", "prompt_token_ids": prompt, "output_token_ids": outputs,
+         "usage": {"prompt_tokens": 80, "cached_tokens": 0}},
+        {"request_id": "b", "session_id": "s", "prompt_token_ids": prompt + outputs + list(range(2000, 2030)),
+         "usage": {"prompt_tokens": 190, "cached_tokens": 150}},
+    ]
+    trace = str(write_jsonl(tmp_path / "t.jsonl", rows))
+    out = tmp_path / "rows.csv"
+    data = replay_json(trace, "--per-request", str(out))
+    s = data["summary"]
+    assert (s["billed_prompt_tokens"], s["billed_cached_tokens"]) == (270, 150)
+    assert s["billed_token_hit_rate"] == pytest.approx(150 / 270, abs=1e-6)
+    pvb = s["predicted_vs_billed"]
+    assert pvb["calls"] == 2 and pvb["calibration_ratio"] == pytest.approx(270 / 135, abs=1e-6)
+    assert pvb["predicted_cached_tokens"] == 128
+    assert pvb["per_call_abs_error_share"] == pytest.approx(22 / 270, abs=1e-6)
+    # uncached: predicted 270 - 128 = 142, billed 270 - 150 = 120.
+    assert pvb["uncached_error"] == pytest.approx((142 - 120) / 120, abs=1e-6)
+    assert pvb["largest_disagreements"][0]["request_id"] == "b"
+    rows_out = list(csv.DictReader(out.open()))
+    assert [r["predicted_cached_billed_tokens"] for r in rows_out] == ["0", "128"]
+    assert [r["billed_cached_tokens"] for r in rows_out] == ["0", "150"]
+    table = runner.invoke(app, ["replay", trace])
+    assert "billed hit rate" in table.stdout and "disagree most" in table.stdout
+
+
+def test_no_usage_means_null_billed_fields(tmp_path: Path) -> None:
+    s = replay_json(str(two_turns(tmp_path)))["summary"]
+    assert s["billed_prompt_tokens"] is None and s["billed_token_hit_rate"] is None
+    assert s["predicted_vs_billed"] is None
+
+
+def test_bad_usage_is_reported(tmp_path: Path) -> None:
+    trace = write_jsonl(tmp_path / "u.jsonl", [{"prompt_token_ids": [1, 2], "usage": {"prompt_tokens": 2, "cached_tokens": 5}}])
+    r = runner.invoke(app, ["replay", str(trace)])
+    assert r.exit_code == 1 and ":1: expected 'usage' to hold 'prompt_tokens' and 'cached_tokens'" in r.stderr

@@ -1,0 +1,93 @@
+"""Whole-file log formats (Claude Code transcripts, Codex rollouts): files and folders.
+
+Line formats turn each line into a request on its own. Agent logs do not: a call
+is rebuilt from many lines (a parent chain, repeated usage lines, events), so
+their readers take a whole file at once through::
+
+    read_records(path, objects, options) -> Iterator[TraceRecord | SkippedLine]
+
+where ``objects`` yields ``(line number, JSON object)`` for every parseable line.
+This module finds the files (a single file, or every ``*.jsonl`` below a folder,
+such as a whole ``~/.claude/projects`` tree), feeds each to its reader, and turns
+unreadable lines and the readers' ``SkippedLine``s into errors or skips. The
+stream then replays all calls of all files in arrival order, so that a subagent's
+first call can hit what its parent session cached moments before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from kvcache.engine.errors import TraceError
+from kvcache.engine.traces.detect import READERS, detect_format
+from kvcache.engine.traces.io import iter_lines, parse_json_object
+from kvcache.engine.traces.records import ReaderOptions, SkippedLine, TraceRecord
+
+
+def is_file_level(fmt: str | None) -> bool:
+    """Whether a format's reader takes whole files."""
+    return fmt is not None and getattr(READERS.get(fmt), "FILE_LEVEL", False)
+
+
+def log_files(path: str) -> list[str]:
+    """Every ``*.jsonl`` below a folder, sorted (subagent folders included)."""
+    files = sorted(str(p) for p in Path(path).rglob("*.jsonl") if p.is_file())
+    if not files:
+        raise TraceError(path, None, "the folder holds no .jsonl files")
+    return files
+
+
+def first_object(path: str, skip_invalid: bool, skipped: list[SkippedLine]) -> dict:
+    """The first parseable JSON object of a file (to detect its format)."""
+    for line in iter_lines(path):
+        try:
+            return parse_json_object(line, path)
+        except TraceError as e:
+            if not skip_invalid:
+                raise
+            skipped.append(SkippedLine(line.number, e.message, path))
+    raise TraceError(path, None, "no valid line in the file")
+
+
+def read_log_records(
+    files: list[str],
+    input_format: str,
+    options: ReaderOptions,
+    skip_invalid: bool,
+    skipped: list[SkippedLine],
+    on_bytes: Callable[[int], None],
+) -> Iterator[TraceRecord]:
+    """Records from every file, file by file (the caller orders them by arrival)."""
+    for path in files:
+        fmt = input_format
+        if fmt == "auto":
+            obj = first_object(path, skip_invalid, skipped)
+            fmt = detect_format(obj, path, 1)
+        if not is_file_level(fmt):
+            raise TraceError(path, None, f"is a {fmt} trace; a folder may hold only agent logs (Claude Code, Codex)")
+        reader = READERS[fmt]
+        for item in reader.read_records(path, _objects(path, skip_invalid, skipped, on_bytes), options):
+            if isinstance(item, SkippedLine):
+                if not skip_invalid:
+                    raise TraceError(item.path or path, item.line, item.reason)
+                skipped.append(item if item.path else SkippedLine(item.line, item.reason, path))
+            else:
+                if item.path is None:
+                    item.path = path
+                yield item
+
+
+def _objects(
+    path: str, skip_invalid: bool, skipped: list[SkippedLine], on_bytes: Callable[[int], None]
+) -> Iterator[tuple[int, dict]]:
+    for line in iter_lines(path):
+        on_bytes(line.nbytes)
+        try:
+            obj = parse_json_object(line, path)
+        except TraceError as e:
+            if not skip_invalid:
+                raise
+            skipped.append(SkippedLine(line.number, e.message, path))
+            continue
+        yield line.number, obj
