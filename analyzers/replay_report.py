@@ -29,9 +29,16 @@ TOKENIZER_NOTE = (
 )
 
 
-def notes_for(input_format: str, hit_cap: str, tokenizers: list[str]) -> list[str]:
+PROVIDER_NOTE = (
+    "provider {provider}: rules from engine/data/providers.json; prefixes are matched on 16-token engine blocks "
+    "(a read can fall up to one block short), and Anthropic's 20-block lookback and explicit cache_control markers "
+    "are not modelled (one breakpoint at the end of every prompt)"
+)
+
+
+def notes_for(input_format: str, hit_cap: str, tokenizers: list[str], provider: str = "vllm") -> list[str]:
     """The caveats that apply to a run, printed under the table and kept in JSON."""
-    notes = [SEQUENTIAL_NOTE]
+    notes = [SEQUENTIAL_NOTE] if provider == "vllm" else [PROVIDER_NOTE.format(provider=provider)]
     if hit_cap == "none":
         notes.append(NO_CAP_NOTE)
     if input_format == "native" and tokenizers:
@@ -53,6 +60,7 @@ class ReplayReport:
     notes: list[str]
     implementation: str = "c"
     billing: BilledComparison | None = None
+    provider: str = "vllm"
 
     def summary(self) -> dict[str, Any]:
         t = self.hit_rates.total
@@ -80,6 +88,7 @@ class ReplayReport:
             "free_order": self.config.free_order,
             "hit_cap": self.hit_cap,
             "engine": self.implementation,
+            "provider": self.provider,
             "definitions": DEFINITIONS,
             "notes": self.notes,
         }

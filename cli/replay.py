@@ -33,6 +33,14 @@ class HitCapChoice(str, Enum):
     none = "none"
 
 
+class ProviderChoice(str, Enum):
+    vllm = "vllm"
+    anthropic = "anthropic"
+    openai = "openai"
+    gemini = "gemini"
+    deepseek = "deepseek"
+
+
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
@@ -54,6 +62,8 @@ def replay(
     hash_algo: HashChoice = typer.Option(HashChoice.xxh3_128, "--hash", help="Block hash: xxh3_128 (fast) or sha256 (vLLM's default, bit-exact). Hit results are identical."),
     free_order: FreeOrderChoice = typer.Option(FreeOrderChoice.current, "--free-order", help="current: vLLM>=0.28 puts freed unhashed blocks at the free-queue head; classic: vLLM<=0.27 appends every freed block."),
     hit_cap: HitCapChoice = typer.Option(HitCapChoice.auto, "--hit-cap", help="vllm: hits stop at prompt-1 tokens on full blocks; none: every trace block may hit (Mooncake convention); auto: none for block-hash traces, vllm otherwise."),
+    provider: ProviderChoice = typer.Option(ProviderChoice.vllm, "--provider", help="Whose cache to model: vllm (the block pool: capacity and LRU) or a hosted provider's rules (minimum prefix, granularity, TTL, Anthropic's breakpoints; engine/data/providers.json)."),
+    provider_ttl: str | None = typer.Option(None, "--provider-ttl", help="A hosted provider's cache TTL: 1h for Anthropic's extended cache, 24h for OpenAI's extended retention. Default: the provider's (5 min for Anthropic)."),
     assume_prefix_tokens: int | None = typer.Option(None, "--assume-prefix-tokens", min=0, help="Agent logs: prompt tokens the log leaves out (Claude Code's system prompt and tools). Default: inferred from the first call's billed cache read + write."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed lines (reported as skipped_lines) instead of failing."),
     sort: bool = typer.Option(False, "--sort", help="Buffer the trace and sort it by arrival; without it arrivals must not go backwards."),
@@ -75,6 +85,7 @@ def replay(
     from kvcache.engine.capacity import resolve_num_blocks
     from kvcache.engine.config import DEFAULT_BLOCK_SIZE, CacheConfig
     from kvcache.engine.errors import ConfigError
+    from kvcache.engine.provider_cache import ProviderReplayer
     from kvcache.engine.replay import SequentialReplayer
     from kvcache.engine.traces.io import trace_size
     from kvcache.engine.traces.stream import RequestStream, StreamOptions
@@ -101,7 +112,17 @@ def replay(
     except ConfigError as e:
         raise UsageError(str(e)) from None
     config = CacheConfig(block_size=bs, num_blocks=num_blocks, hash_algo=hash_algo.value, free_order=free_order.value)
-    replayer = SequentialReplayer(config)
+    if provider is ProviderChoice.vllm:
+        if provider_ttl is not None:
+            raise UsageError("--provider-ttl applies to hosted providers, not vllm")
+        replayer: SequentialReplayer | ProviderReplayer = SequentialReplayer(config)
+    else:
+        if num_blocks is not None:
+            raise UsageError("--kv-blocks and --kv-memory size a vLLM pool; hosted providers have no capacity to set")
+        try:
+            replayer = ProviderReplayer(provider.value, bs, provider_ttl)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
     hit_rates = HitRateReport()
     billing = BilledComparison()
     writer = PerRequestWriter(per_request) if per_request else None
@@ -122,8 +143,8 @@ def replay(
         trace=trace, input_format=stream.format or "unknown", config=config, hit_cap=stream.hit_cap,
         hit_rates=hit_rates, stats=replayer.stats,
         skipped=[{"line": s.line, "reason": s.reason} for s in stream.skipped],
-        notes=notes_for(stream.format or "", stream.hit_cap, sorted(stream.tokenizers)),
-        implementation=replayer.implementation, billing=billing,
+        notes=notes_for(stream.format or "", stream.hit_cap, sorted(stream.tokenizers), provider.value),
+        implementation=replayer.implementation, billing=billing, provider=provider.value,
     )
     if report.skipped:
         first = ", ".join(f"line {s['line']}: {s['reason']}" for s in report.skipped[:3])

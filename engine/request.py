@@ -37,6 +37,7 @@ class Request:
     session_id: str | None = None
     org: str | None = None
     arrival: float = 0.0
+    model: str | None = None
     billed_prompt_tokens: int | None = None
     billed_cached_tokens: int | None = None
     num_computed_tokens: int = field(default=0)

@@ -324,3 +324,16 @@ def test_bad_usage_is_reported(tmp_path: Path) -> None:
     trace = write_jsonl(tmp_path / "u.jsonl", [{"prompt_token_ids": [1, 2], "usage": {"prompt_tokens": 2, "cached_tokens": 5}}])
     r = runner.invoke(app, ["replay", str(trace)])
     assert r.exit_code == 1 and ":1: expected 'usage' to hold 'prompt_tokens' and 'cached_tokens'" in r.stderr
+
+
+def test_provider_option(tmp_path: Path) -> None:
+    trace = str(two_turns(tmp_path))
+    s = replay_json(trace, "--provider", "deepseek")["summary"]
+    # DeepSeek: 64-token units from token 0; turn 2 shares turn 1's 40-token prompt only
+    # (outputs are cached once a prompt carries them): 32 tokens matched -> 0 billable.
+    assert s["provider"] == "deepseek" and s["cached_tokens"] == 0
+    assert s["notes"][0].startswith("provider deepseek")
+    for args in (["--provider", "openai", "--kv-blocks", "10"], ["--provider-ttl", "1h"],
+                 ["--provider", "anthropic", "--provider-ttl", "24h"]):
+        r = runner.invoke(app, ["replay", trace, *args])
+        assert r.exit_code == 2, (args, r.output)

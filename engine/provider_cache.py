@@ -1,0 +1,162 @@
+"""Hosted providers' prompt caches: minimum prefix, granularity, TTL and breakpoints.
+
+vLLM's block pool (the default) models a server you run: capacity and LRU decide
+what stays. A hosted provider's cache is different: capacity is the provider's
+problem, and what a user sees is decided by rules (``engine/data/providers.json``,
+from ``reference/providers.md``):
+
+* **automatic** providers (OpenAI, Gemini, DeepSeek) cache every prompt prefix;
+  a read is the longest cached prefix, then rounded: nothing below the minimum
+  prefix, and OpenAI counts 1024 tokens plus whole 128-token increments;
+* **breakpoint** providers (Anthropic) write entries only at breakpoints. With
+  automatic caching the breakpoint is the end of the prompt, so a request reads
+  the longest prefix that an earlier request *wrote* (typically the previous
+  turn's whole prompt) and writes its own prompt for the next one;
+* entries expire ``ttl`` seconds after they were last written or read, on the
+  requests' arrival clock; caches are isolated per org and per model.
+
+Approximations, said in the replay notes: prefixes are matched on the engine's
+blocks (16 tokens by default), so a read can fall up to one block short of the
+provider's exact count; Anthropic's 20-block lookback and explicit
+``cache_control`` markers are not modelled (every request has one breakpoint at
+its end); outputs are cached only once a later prompt carries them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from kvcache.engine.errors import ConfigError
+from kvcache.engine.replay import ReplayStats
+from kvcache.engine.request import Request, RequestResult
+
+PROVIDERS: tuple[str, ...] = ("anthropic", "openai", "gemini", "deepseek")
+
+
+@lru_cache(maxsize=1)
+def _facts() -> dict[str, Any]:
+    return json.loads(resources.files("kvcache.engine").joinpath("data/providers.json").read_text())["providers"]
+
+
+def _by_model(table: dict[str, Any], model: str | None) -> Any:
+    """The entry for the longest key that prefixes the model name, else ``default``."""
+    if model:
+        name = model.lower().rsplit("/", 1)[-1]
+        for key in sorted((k for k in table if k != "default"), key=len, reverse=True):
+            if name.startswith(key):
+                return table[key]
+    return table["default"]
+
+
+@dataclass(slots=True, frozen=True)
+class ProviderRules:
+    """One provider's caching rules for one model."""
+
+    name: str
+    mode: str  # "automatic" or "breakpoints"
+    min_prefix_tokens: int
+    granularity_tokens: int
+    first_increment_tokens: int
+    ttl_seconds: float
+
+    @classmethod
+    def load(cls, name: str, model: str | None = None, ttl: str | None = None) -> "ProviderRules":
+        if name not in PROVIDERS:
+            raise ConfigError(f"unknown provider {name!r}; choose vllm or one of {', '.join(PROVIDERS)}")
+        f = _facts()[name]
+        ttls = f["ttl_seconds"]
+        if ttl is not None and ttl not in ttls:
+            raise ConfigError(f"{name} has no TTL {ttl!r}; choose one of {', '.join(ttls)}")
+        return cls(name, f["mode"], _by_model(f["min_prefix_tokens"], model), f["granularity_tokens"],
+                   f.get("first_increment_tokens", 0), float(ttls[ttl or "default"]))
+
+    def billable_read(self, tokens: int) -> int:
+        """The cached tokens a provider reports for a matched prefix of ``tokens``."""
+        if tokens < self.min_prefix_tokens:
+            return 0
+        g, first = self.granularity_tokens, self.first_increment_tokens
+        if first:
+            return first + (tokens - first) // g * g if tokens >= first else 0
+        return tokens // g * g
+
+
+class ProviderReplayer:
+    """Replays requests against a hosted provider's cache rules.
+
+    Args:
+        provider: one of :data:`PROVIDERS`.
+        block_size: the engine block the prompts were hashed with.
+        ttl: a TTL name from the facts file (``1h`` for Anthropic, ``24h`` for
+            OpenAI); ``None`` is the provider's default.
+    """
+
+    implementation = "provider"
+
+    def __init__(self, provider: str, block_size: int, ttl: str | None = None) -> None:
+        self.provider = provider
+        self.block_size = block_size
+        self.ttl = ttl
+        ProviderRules.load(provider, None, ttl)  # fail early on a bad name or TTL
+        self.stats = ReplayStats()
+        # (org, model, block key) -> time the entry was last written or read
+        self._entries: dict[tuple[Any, Any, Any], float] = {}
+        self._pruned_at = 0.0
+
+    def _rules(self, model: str | None) -> ProviderRules:
+        return _rules_cached(self.provider, model, self.ttl)
+
+    def run(self, requests: Iterable[Request]) -> Iterator[RequestResult]:
+        bs = self.block_size
+        entries = self._entries
+        for req in requests:
+            rules = self._rules(req.model)
+            now, ttl = req.arrival, rules.ttl_seconds
+            scope = (req.org, req.model)
+            keys = req.block_keys[: req.kv_prompt_tokens // bs]
+
+            def alive(k: Any) -> bool:
+                t = entries.get((*scope, k))
+                return t is not None and now - t <= ttl
+
+            if rules.mode == "automatic":
+                hit = 0
+                while hit < len(keys) and alive(keys[hit]):
+                    hit += 1
+            else:  # breakpoints: the longest prefix some earlier request wrote
+                hit = next((i + 1 for i in range(len(keys) - 1, -1, -1) if alive(keys[i])), 0)
+            cached = min(rules.billable_read(hit * bs), req.prompt_tokens)
+            # Writes and reads refresh the entries they touch.
+            if rules.mode == "automatic":
+                for k in keys:
+                    entries[(*scope, k)] = now
+            else:
+                if hit:
+                    entries[(*scope, keys[hit - 1])] = now
+                if keys and req.prompt_tokens >= rules.min_prefix_tokens:
+                    entries[(*scope, keys[-1])] = now
+            self._prune(now, ttl)
+            n = len(keys)
+            yield RequestResult(
+                req.request_id, req.session_id, req.org, req.arrival, req.prompt_tokens, cached,
+                hit, n, hit if hit < n else None, False, req.billed_prompt_tokens, req.billed_cached_tokens,
+            )
+
+    def _prune(self, now: float, ttl: float) -> None:
+        """Forget expired entries now and then, so memory follows the live cache."""
+        if now - self._pruned_at < ttl:
+            return
+        self._pruned_at = now
+        dead = [k for k, t in self._entries.items() if now - t > ttl]
+        for k in dead:
+            del self._entries[k]
+        self.stats.evicted_blocks += len(dead)
+
+
+@lru_cache(maxsize=512)
+def _rules_cached(provider: str, model: str | None, ttl: str | None) -> ProviderRules:
+    return ProviderRules.load(provider, model, ttl)

@@ -1,0 +1,75 @@
+"""Hosted-provider cache rules: minimum prefix, granularity, TTL, breakpoints, isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvcache.engine.errors import ConfigError
+from kvcache.engine.provider_cache import ProviderReplayer, ProviderRules
+from kvcache.engine.request import Request
+
+BS = 16
+
+
+def req(rid: str, blocks: list[int], arrival: float, org: str | None = None, model: str | None = None,
+        extra_tokens: int = 0) -> Request:
+    n = len(blocks) * BS + extra_tokens
+    return Request(rid, list(blocks), n, n, 1, n - 1, session_id="s", org=org, arrival=arrival, model=model)
+
+
+def cached(provider: str, reqs: list[Request], ttl: str | None = None) -> list[int]:
+    return [r.cached_tokens for r in ProviderReplayer(provider, BS, ttl).run(reqs)]
+
+
+@pytest.mark.parametrize(
+    ("provider", "tokens", "expected"),
+    [("openai", 1023, 0), ("openai", 1024, 1024), ("openai", 1151, 1024), ("openai", 1152, 1152),
+     ("deepseek", 63, 0), ("deepseek", 130, 128), ("anthropic", 1023, 0), ("anthropic", 1500, 1500),
+     ("gemini", 1000, 0), ("gemini", 1030, 1030)],
+)
+def test_minimum_prefix_and_granularity(provider: str, tokens: int, expected: int) -> None:
+    assert ProviderRules.load(provider).billable_read(tokens) == expected
+
+
+def test_minimum_prefix_follows_the_model() -> None:
+    assert ProviderRules.load("anthropic", "claude-opus-4-5-20251101").min_prefix_tokens == 4096
+    assert ProviderRules.load("anthropic", "claude-sonnet-4-5").min_prefix_tokens == 1024
+    assert ProviderRules.load("anthropic", "claude-sonnet-4-6").min_prefix_tokens == 2048
+
+
+def test_openai_reads_the_longest_cached_prefix_in_128_token_steps() -> None:
+    base = list(range(100))  # 1600 tokens
+    reqs = [req("a", base, 0), req("b", base[:90] + [999], 10), req("c", base + [5, 6], 20)]
+    # b shares 90 blocks = 1440 tokens -> 1024 + 3*128 = 1408; c shares all 100 = 1600 -> 1536.
+    assert cached("openai", reqs) == [0, 1408, 1536]
+
+
+def test_anthropic_reads_only_what_an_earlier_request_wrote() -> None:
+    system = list(range(80))  # 1280 tokens shared by two sessions, but never a breakpoint
+    reqs = [req("a1", system + [100, 101], 0), req("b1", system + [200], 5),
+            req("a2", system + [100, 101, 102, 103], 10)]
+    # b1 shares 80 blocks with a1, but a1 wrote only at its end (block 81): no read.
+    # a2 extends a1's whole prompt: it reads a1's 82 blocks.
+    assert cached("anthropic", reqs) == [0, 0, 82 * BS]
+
+
+def test_ttl_expiry_and_refresh() -> None:
+    p = list(range(100))
+    # 5-minute TTL: a 299 s gap reads, then the read refreshes the entry; a 301 s gap misses.
+    reqs = [req("a", p, 0), req("b", p + [1], 299), req("c", p + [1, 2], 299 + 299), req("d", p + [1, 2, 3], 598 + 301)]
+    assert cached("anthropic", reqs) == [0, 1600, 1616, 0]
+    assert cached("anthropic", reqs, ttl="1h") == [0, 1600, 1616, 1632]
+
+
+def test_orgs_and_models_are_isolated() -> None:
+    p = list(range(100))
+    reqs = [req("a", p, 0, org="x", model="gpt-4o"), req("b", p, 1, org="y", model="gpt-4o"),
+            req("c", p, 2, org="x", model="gpt-4.1"), req("d", p, 3, org="x", model="gpt-4o")]
+    assert cached("openai", reqs) == [0, 0, 0, 1536]
+
+
+def test_bad_names() -> None:
+    with pytest.raises(ConfigError, match="unknown provider"):
+        ProviderReplayer("azure", BS)
+    with pytest.raises(ConfigError, match="has no TTL"):
+        ProviderReplayer("anthropic", BS, ttl="24h")
