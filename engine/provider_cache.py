@@ -92,7 +92,9 @@ class ProviderReplayer:
         provider: one of :data:`PROVIDERS`.
         block_size: the engine block the prompts were hashed with.
         ttl: a TTL name from the facts file (``1h`` for Anthropic, ``24h`` for
-            OpenAI); ``None`` is the provider's default.
+            OpenAI) for every request; ``None`` uses each request's own
+            ``cache_ttl`` when the log recorded one the provider knows, else
+            the provider's default.
     """
 
     implementation = "provider"
@@ -107,14 +109,17 @@ class ProviderReplayer:
         self._entries: dict[tuple[Any, Any, Any], float] = {}
         self._pruned_at = 0.0
 
-    def _rules(self, model: str | None) -> ProviderRules:
-        return _rules_cached(self.provider, model, self.ttl)
+    def _rules(self, req: Request) -> ProviderRules:
+        ttl = self.ttl
+        if ttl is None and req.cache_ttl in _facts()[self.provider]["ttl_seconds"]:
+            ttl = req.cache_ttl
+        return _rules_cached(self.provider, req.model, ttl)
 
     def run(self, requests: Iterable[Request]) -> Iterator[RequestResult]:
         bs = self.block_size
         entries = self._entries
         for req in requests:
-            rules = self._rules(req.model)
+            rules = self._rules(req)
             now, ttl = req.arrival, rules.ttl_seconds
             scope = (req.org, req.model)
             keys = req.block_keys[: req.kv_prompt_tokens // bs]

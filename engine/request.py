@@ -38,6 +38,7 @@ class Request:
     org: str | None = None
     arrival: float = 0.0
     model: str | None = None
+    cache_ttl: str | None = None
     billed_prompt_tokens: int | None = None
     billed_cached_tokens: int | None = None
     num_computed_tokens: int = field(default=0)

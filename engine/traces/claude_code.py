@@ -75,6 +75,8 @@ _FIRST_KEYS = {"file-history-snapshot": "snapshot", "queue-operation": "operatio
 def looks_like(obj: dict[str, Any]) -> bool:
     """Whether the first JSON object of a file is a Claude Code transcript line."""
     kind = obj.get("type")
+    if not isinstance(kind, str):
+        return False
     if kind in _FIRST_KEYS:
         return _FIRST_KEYS[kind] in obj
     return kind in (*_MESSAGE_TYPES, "progress", "system") and "parentUuid" in obj and ("sessionId" in obj or "uuid" in obj)
@@ -107,15 +109,22 @@ class _Index:
                 self.skipped.append(SkippedLine(number, "expected a JSON object", path))
                 continue
             line = _Line((rank, index), number, obj)
+            uuid = obj.get("uuid")
+            twin = self.by_uuid.get(uuid) if isinstance(uuid, str) else None
+            if twin is not None and twin.pos[0] == rank:  # a line written twice must not count twice
+                self.skipped.append(SkippedLine(number, f"repeats the uuid of line {twin.number}", path))
+                continue
             problem = self._classify(line)
             if problem:
                 self.skipped.append(SkippedLine(number, problem, path))
-            if isinstance(obj.get("uuid"), str):
-                self.by_uuid.setdefault(obj["uuid"], line)
+            if isinstance(uuid, str):
+                self.by_uuid.setdefault(uuid, line)
 
     def _classify(self, line: _Line) -> str | None:
         """Fill in the line's message fields; a reason when it cannot be used."""
         obj, kind = line.obj, line.obj.get("type")
+        if not isinstance(kind, str):
+            return "a Claude Code line needs a string 'type'"
         if kind in IGNORED_TYPES:
             return None
         if kind not in _MESSAGE_TYPES:
@@ -220,9 +229,14 @@ def _epoch(value: Any) -> float | None:
         return None
     try:
         dt = datetime.fromisoformat(value)
-    except ValueError:
+        return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    except (ValueError, OverflowError):
         return None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _model(line: _Line) -> str | None:
+    model = line.obj["message"].get("model")
+    return model if isinstance(model, str) else None
 
 
 def _prefix_tokens(index: _Index, rank: int) -> int:
@@ -232,7 +246,7 @@ def _prefix_tokens(index: _Index, rank: int) -> int:
             continue
         if rank > 0 and any(ln.pos[0] < rank for ln in index.prompt_lines(call)):
             return _prefix_tokens(index, rank - 1)  # it resends the parent conversation
-        encode = load_encoder(tokenizer_for_model(lines[0].obj["message"].get("model")))
+        encode = load_encoder(tokenizer_for_model(_model(lines[0])))
         visible = sum(len(encode(s)) for s in index.message_segments(call))
         return max(0, billed.prompt_tokens - visible)
     return 0
@@ -296,7 +310,7 @@ def read_records(path: str, objects: Iterable[tuple[int, dict]], options: Reader
         first = lines[0]
         out.append(TraceRecord(
             line=first.number, request_id=call, session_id=_session(index, first, path),
-            arrival=_epoch(first.obj.get("timestamp")), model=first.obj["message"].get("model"),
+            arrival=_epoch(first.obj.get("timestamp")), model=_model(first),
             segments=prefix + index.message_segments(call), output_text=index.body(lines),
             output_length=_output_tokens(lines), billed=_billed(lines), path=path,
         ))

@@ -70,6 +70,8 @@ class TraceRecord:
     rendered (text, tool calls and end marker), ready to tokenize.
     ``billed`` is the provider's usage for the call, when the log records it.
     ``path`` names the file the record came from when a trace spans files.
+    ``cache_ttl`` is the provider TTL the call's cache writes used, when the log
+    says (Claude Code's usage splits writes into ``ephemeral_5m``/``ephemeral_1h``).
     """
 
     line: int
@@ -88,6 +90,7 @@ class TraceRecord:
     lora_name: str | None = None
     billed: BilledUsage | None = None
     path: str | None = None
+    cache_ttl: str | None = None
 
 
 class FieldReader:

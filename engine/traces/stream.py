@@ -247,7 +247,7 @@ class RequestStream:
         return Request(
             request_id=rec.request_id, block_keys=keys, prompt_tokens=n_prompt, kv_prompt_tokens=n_prompt,
             output_tokens=n_out, hit_cap_tokens=cap, session_id=rec.session_id, org=rec.org,
-            arrival=rec.arrival or 0.0, model=rec.model,
+            arrival=rec.arrival or 0.0, model=rec.model, cache_ttl=rec.cache_ttl,
             billed_prompt_tokens=billed.prompt_tokens if billed else None,
             billed_cached_tokens=billed.cached_tokens if billed else None,
         )

@@ -73,3 +73,12 @@ def test_bad_names() -> None:
         ProviderReplayer("azure", BS)
     with pytest.raises(ConfigError, match="has no TTL"):
         ProviderReplayer("anthropic", BS, ttl="24h")
+
+
+def test_a_request_ttl_hint_applies_unless_overridden() -> None:
+    p = list(range(100))
+    reqs = [req("a", p, 0), req("b", p + [1], 1000)]
+    for r in reqs:
+        r.cache_ttl = "1h"
+    assert cached("anthropic", reqs) == [0, 1600]
+    assert cached("anthropic", reqs, ttl="default") == [0, 0]
