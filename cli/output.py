@@ -143,7 +143,7 @@ class Output:
         more = f" (top {top} of {len(rows)})" if len(rows) > top else ""
         t = table_cls(title=f"{title}{more}")
         for k in keys:
-            t.add_column(k, no_wrap=True, overflow="ellipsis" if k == "org" else "fold")
+            t.add_column(k, overflow="ellipsis" if k == "org" else "fold", max_width=40 if k == "session_id" else 12)
         for k in ("reqs", "prompt tok", "cached tok", "token hit", "block hit"):
             t.add_column(k, justify="right")
         for r in shown:

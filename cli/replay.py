@@ -15,6 +15,7 @@ class InputFormat(str, Enum):
     token_ids = "token-ids"
     mooncake = "mooncake"
     bailian = "bailian"
+    claude_code = "claude-code"
 
 
 class HashChoice(str, Enum):

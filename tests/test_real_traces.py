@@ -33,3 +33,19 @@ def test_mooncake_finite_capacity_never_beats_unbounded(shared_traces: Path) -> 
     small = json.loads(runner.invoke(app, ["replay", str(trace), "-f", "json", "-q", "--kv-blocks", "2000"]).stdout)["summary"]
     assert small["hit_blocks"] < unbounded["hit_blocks"]
     assert small["evicted_blocks"] > 0
+
+
+def test_claude_code_folder_predictions_match_the_bill(shared_traces: Path) -> None:
+    # Issue 3's acceptance: the whole folder as one org (sessions and subagents in
+    # time order), --provider anthropic, no hand-tuned flags.
+    folder = shared_traces / "claude_code"
+    if not folder.is_dir():
+        pytest.skip("claude_code traces are not present")
+    r = CliRunner().invoke(app, ["replay", str(folder), "--provider", "anthropic", "-f", "json", "-q"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)["summary"]
+    assert s["input_format"] == "claude-code" and s["skipped_lines"] == 0
+    pvb = s["predicted_vs_billed"]
+    assert pvb["calls"] == s["requests"] == 169
+    assert pvb["per_call_abs_error_share"] <= 0.02
+    assert abs(pvb["uncached_error"]) <= 0.25

@@ -11,14 +11,20 @@ things happen. The reader yields one :class:`TraceRecord` per API call:
 * **Prompt.** From the call's first line, ``parentUuid`` is followed back to a
   root (``null``, or a uuid the file does not hold). Every line is a link,
   progress and system lines included, but only ``user`` and ``assistant``
-  lines are messages. Parallel tool calls make the links branch: call lines
-  after the first and their tool results hang off side branches. So the prompt
-  also takes every line of each call on the chain and every ``tool_result``
-  line answering one of its ``tool_use`` ids (earlier in the file than the
-  call). These lines, in file order, become messages: all lines of one call
-  form one assistant message; consecutive user lines form one user message
-  (the API merges them too). Other branches (rewinds, edits) are not included;
-  a compact boundary has a ``null`` parent, so calls after it see the summary.
+  lines are messages. Parallel tool calls make the links branch::
+
+      a1 (req A, tool_use t1) -+- a2 (req A, tool_use t2) -- r2 (result t2)
+                               +- r1 (result t1) -- b1 (req B)
+      b1's chain: r1, a1, ...   b1's prompt: ..., assistant[a1 a2], user[r2 r1]
+
+  So the prompt also takes every line of each call on the chain and every
+  ``tool_result`` line answering one of its ``tool_use`` ids (earlier in the
+  file than the call). These lines, in file order, become messages: all lines
+  of one call form one assistant message; consecutive user lines form one user
+  message (the API merges them too). Other branches (rewinds, edits) are left
+  out; a compact boundary has a ``null`` parent, so later calls see the summary.
+* **Reply.** ``output_text`` is the whole call rendered as the assistant body
+  the next prompt carries, so the next call can hit it.
 * **Prefix.** The system prompt and tools are not in the file. The prompt
   starts with ``pseudo_tokens(PREFIX_KEY, N)``, one key for every session so
   that sessions and subagents share it as they share Claude Code's prompt on
@@ -33,8 +39,9 @@ things happen. The reader yields one :class:`TraceRecord` per API call:
   not in ``V`` either. Calls of a file share one ``N``.
 * **Subagent files** (``<session>/subagents/agent-*.jsonl``): a root whose
   parent uuid is in ``<session>.jsonl`` (the compaction agent resends the
-  parent conversation) continues into that file, and then the file uses the
-  parent's ``N`` too, so the shared prefix is the same tokens.
+  parent conversation) continues into that file; when the file's first call
+  with usage does so, the file takes the parent's ``N``, so that the shared
+  prefix is the same tokens.
 * **Sessions.** ``sessionId``; a sidechain is its own session:
   ``{sessionId}/{file stem}`` in a subagent file, else ``{sessionId}/agent-{agentId}``
   or ``{sessionId}/sidechain/{root uuid}``.
@@ -42,16 +49,20 @@ things happen. The reader yields one :class:`TraceRecord` per API call:
   ``queue-operation``, ``summary``, ``system`` and ``custom-title`` lines
   (Claude Code keeps them for itself; they are not sent). Any other type, and a
   message without usable content, is a :class:`SkippedLine`, but its uuid still
-  links the chain.
+  links the chain; so is a line repeating an earlier line's uuid.
 * **Usage.** ``billed`` = input + read + creation as the prompt, read as cached,
   creation as written; ``None`` when the call has no usage (not an error);
   missing cache fields count 0. ``output_length`` is the largest
   ``output_tokens`` of the call's lines (earlier lines hold streaming counts).
+  ``cache_ttl`` is ``1h`` when ``usage.cache_creation`` shows 1-hour writes,
+  else ``5m`` for 5-minute ones; a call that writes nothing keeps its
+  session's last TTL (Claude Code picks one TTL per session), else ``None``.
   A bad or missing ``timestamp`` leaves ``arrival`` ``None``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -79,7 +90,8 @@ def looks_like(obj: dict[str, Any]) -> bool:
         return False
     if kind in _FIRST_KEYS:
         return _FIRST_KEYS[kind] in obj
-    return kind in (*_MESSAGE_TYPES, "progress", "system") and "parentUuid" in obj and ("sessionId" in obj or "uuid" in obj)
+    links = "parentUuid" in obj and ("sessionId" in obj or "uuid" in obj)
+    return links and kind in (*_MESSAGE_TYPES, "progress", "system")
 
 
 @dataclass(slots=True, eq=False)
@@ -129,7 +141,7 @@ class _Index:
             return None
         if kind not in _MESSAGE_TYPES:
             return f"unexpected Claude Code line type {kind!r}"
-        msg = obj.get("message")
+        msg, call = obj.get("message"), None
         if not isinstance(msg, dict) or not isinstance(msg.get("content"), (str, list)):
             return f"a {kind} line needs 'message.content' (a string or a list of blocks)"
         if kind == "assistant":
@@ -165,7 +177,9 @@ class _Index:
         return out
 
     def missing_parents(self) -> bool:
-        return any(isinstance(p := ln.obj.get("parentUuid"), str) and p not in self.by_uuid for ln in self.by_uuid.values())
+        """Whether some line's parent is not indexed (a subagent's link into its parent file)."""
+        parents = (ln.obj.get("parentUuid") for ln in self.by_uuid.values())
+        return any(isinstance(p, str) and p not in self.by_uuid for p in parents)
 
     def prompt_lines(self, call: str) -> list[_Line]:
         """The message lines a call's prompt carries, in file order (see the module docstring)."""
@@ -206,16 +220,29 @@ class _Index:
         return segments
 
 
-def _billed(lines: list[_Line]) -> BilledUsage | None:
+def _usage(lines: list[_Line]) -> dict[str, Any] | None:
     usages = [u for ln in lines if isinstance(u := ln.obj["message"].get("usage"), dict)]
-    if not usages:
+    return usages[-1] if usages else None  # the latest streaming snapshot
+
+
+def _billed(lines: list[_Line]) -> BilledUsage | None:
+    if (u := _usage(lines)) is None:
         return None
-    u = usages[-1]  # the latest streaming snapshot
     keys = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
     vals = [u.get(k, 0) if k != "input_tokens" else u.get(k) for k in keys]
     if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in vals):
         return None
     return BilledUsage(prompt_tokens=sum(vals), cached_tokens=vals[1], cache_write_tokens=vals[2])
+
+
+def _cache_ttl(lines: list[_Line]) -> str | None:
+    split = (_usage(lines) or {}).get("cache_creation")
+    if isinstance(split, dict):
+        for ttl in ("1h", "5m"):
+            n = split.get(f"ephemeral_{ttl}_input_tokens")
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                return ttl
+    return None
 
 
 def _output_tokens(lines: list[_Line]) -> int | None:
@@ -267,11 +294,11 @@ def _session(index: _Index, first: _Line, path: str) -> str:
 
 def _load_parent(index: _Index, path: str) -> None:
     """Index ``<session>.jsonl`` for a subagent file whose roots point into it."""
-    import json
-
     p = Path(path)
+    if p.parent.name != "subagents" or not p.parent.parent.name or not index.missing_parents():
+        return
     parent = p.parent.parent.with_suffix(".jsonl")
-    if p.parent.name != "subagents" or not parent.is_file() or not index.missing_parents():
+    if not parent.is_file():
         return
     objects: list[tuple[int, dict]] = []
     with parent.open(encoding="utf-8", errors="replace") as f:
@@ -285,7 +312,9 @@ def _load_parent(index: _Index, path: str) -> None:
     del index.skipped[kept:]
 
 
-def read_records(path: str, objects: Iterable[tuple[int, dict]], options: ReaderOptions) -> Iterator[TraceRecord | SkippedLine]:
+def read_records(
+    path: str, objects: Iterable[tuple[int, dict]], options: ReaderOptions
+) -> Iterator[TraceRecord | SkippedLine]:
     """Yield one record per API call of one transcript file, and its skipped lines, in line order.
 
     Args:
@@ -304,12 +333,16 @@ def read_records(path: str, objects: Iterable[tuple[int, dict]], options: Reader
     n = options.assume_prefix_tokens if options.assume_prefix_tokens is not None else _prefix_tokens(index, 1)
     prefix: list[Segment] = [pseudo_tokens(PREFIX_KEY, n)] if n else []
     out: list[TraceRecord | SkippedLine] = list(index.skipped)
+    ttls: dict[str, str] = {}  # session -> the TTL its last cache write used
     for call, lines in index.calls.items():
         if lines[0].pos[0] != 1:
             continue  # a parent file's call, loaded only for its messages
         first = lines[0]
+        session = _session(index, first, path)
+        if ttl := _cache_ttl(lines) or ttls.get(session):
+            ttls[session] = ttl
         out.append(TraceRecord(
-            line=first.number, request_id=call, session_id=_session(index, first, path),
+            line=first.number, request_id=call, session_id=session, cache_ttl=ttl,
             arrival=_epoch(first.obj.get("timestamp")), model=_model(first),
             segments=prefix + index.message_segments(call), output_text=index.body(lines),
             output_length=_output_tokens(lines), billed=_billed(lines), path=path,

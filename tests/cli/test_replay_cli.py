@@ -123,7 +123,7 @@ def test_table_output_prints_definitions(tmp_path: Path) -> None:
         ('{"messages": [{"role": "assistant", "content": null, "tool_calls": [{"function": "x"}]}]}\n',
          ":1: messages[0]: a tool call's 'function' must be an object"),
         ('{"messages": ' + '[' * 100000 + ']' * 100000 + '}\n', ":1: expected a JSON object (nested too deeply"),
-        ('{"foo": 1}\n', ":1: unknown trace format (keys: foo); supported formats are bailian"),
+        ('{"foo": 1}\n', ":1: unknown trace format (keys: foo); supported formats are claude-code"),
         ('{"hash_ids": [1, 2], "input_length": 5000}\n', ":1: input_length 5000 at 512 tokens per block needs 10 hash ids but the line has 2"),
         ('{"hash_ids": [1, 2, 3], "input_length": 600}\n', ":1: input_length 600 at 512 tokens per block needs 2 hash ids but the line has 3"),
         ('{"messages": [{"content": "hi"}]}\n', ":1: messages[0] needs a string 'role'"),
