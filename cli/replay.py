@@ -16,6 +16,7 @@ class InputFormat(str, Enum):
     mooncake = "mooncake"
     bailian = "bailian"
     claude_code = "claude-code"
+    codex = "codex"
 
 
 class HashChoice(str, Enum):

@@ -49,3 +49,22 @@ def test_claude_code_folder_predictions_match_the_bill(shared_traces: Path) -> N
     assert pvb["calls"] == s["requests"] == 169
     assert pvb["per_call_abs_error_share"] <= 0.02
     assert abs(pvb["uncached_error"]) <= 0.25
+
+
+def test_codex_rollouts_predictions_match_the_bill(shared_traces: Path) -> None:
+    # Issue 3's acceptance: each rollout with more than 20 calls, --provider openai.
+    files = sorted((shared_traces / "codex").glob("rollout-*.jsonl"))
+    if not files:
+        pytest.skip("codex traces are not present")
+    checked = 0
+    for f in files:
+        r = CliRunner().invoke(app, ["replay", str(f), "--provider", "openai", "-f", "json", "-q"])
+        assert r.exit_code == 0, r.output
+        s = json.loads(r.stdout)["summary"]
+        assert s["input_format"] == "codex" and s["skipped_lines"] == 0
+        pvb = s["predicted_vs_billed"]
+        assert pvb["calls"] == s["requests"]
+        if s["requests"] > 20:
+            assert pvb["per_call_abs_error_share"] <= 0.03, f.name
+            checked += 1
+    assert checked == 3

@@ -225,7 +225,7 @@ class _Rollout:
         rec = TraceRecord(
             line=line, request_id=f"{self.session}/{self.calls}", session_id=self.session,
             arrival=_epoch(reply[0].timestamp if reply and reply[0].timestamp else stamp), model=self.model,
-            segments=segments, output_text="".join(out) if all(isinstance(s, str) for s in out) else None,  # type: ignore[arg-type]
+            segments=segments, output_segments=out or None,
             output_length=usage[2], billed=BilledUsage(prompt_tokens=usage[0], cached_tokens=usage[1]), path=self.path,
         )
         return rec, out
@@ -291,9 +291,8 @@ def read_records(
 ) -> Iterator[TraceRecord | SkippedLine]:
     """One :class:`TraceRecord` per API call of one rollout file (see the module docstring).
 
-    A reply holding pseudo tokens (reasoning, redacted text) cannot be a string,
-    so its ``output_text`` is ``None`` and only ``output_length`` is given; use
-    :func:`read_calls` for the reply's segments.
+    The reply travels as ``output_segments`` (it may hold pseudo tokens for
+    reasoning and redacted text), so the next call can hit it.
     """
     for item in read_calls(path, objects, options):
         yield item if isinstance(item, SkippedLine) else item[0]

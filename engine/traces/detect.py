@@ -6,11 +6,12 @@ from types import ModuleType
 from typing import Any
 
 from kvcache.engine.errors import TraceError
-from kvcache.engine.traces import bailian, claude_code, mooncake, native, token_ids
+from kvcache.engine.traces import bailian, claude_code, codex, mooncake, native, token_ids
 
 # Order matters: the first reader whose `looks_like` accepts the line wins.
 READERS: dict[str, ModuleType] = {
     claude_code.NAME: claude_code,
+    codex.NAME: codex,
     bailian.NAME: bailian,
     mooncake.NAME: mooncake,
     token_ids.NAME: token_ids,
@@ -22,6 +23,7 @@ HASH_ID_FORMATS: dict[str, int] = {bailian.NAME: bailian.DEFAULT_BLOCK_SIZE, moo
 
 _DESCRIPTIONS = {
     claude_code.NAME: "Claude Code transcript (~/.claude/projects/<project>/<session>.jsonl, or a folder of them)",
+    codex.NAME: "Codex CLI rollout (~/.codex/sessions/**/rollout-*.jsonl, or a folder of them)",
     bailian.NAME: "Bailian block-hash trace ('chat_id', 'parent_chat_id', 'hash_ids')",
     mooncake.NAME: "Mooncake block-hash trace ('hash_ids', 'input_length')",
     token_ids.NAME: "token-id trace ('prompt_token_ids')",

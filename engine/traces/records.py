@@ -67,7 +67,8 @@ class TraceRecord:
     * ``hash_ids``: prefix-chained block ids at the trace's own block size.
 
     ``output_text`` is the reply exactly as the model generated it, already
-    rendered (text, tool calls and end marker), ready to tokenize.
+    rendered (text, tool calls and end marker), ready to tokenize;
+    ``output_segments`` gives it as segments instead, when it holds pseudo tokens.
     ``billed`` is the provider's usage for the call, when the log records it.
     ``path`` names the file the record came from when a trace spans files.
     ``cache_ttl`` is the provider TTL the call's cache writes used, when the log
@@ -85,6 +86,7 @@ class TraceRecord:
     hash_ids: list[Any] | None = None
     input_length: int | None = None
     output_text: str | None = None
+    output_segments: list[Segment] | None = None
     output_token_ids: list[int] | None = None
     output_length: int | None = None
     lora_name: str | None = None

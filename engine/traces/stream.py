@@ -227,7 +227,10 @@ class RequestStream:
         if rec.segments is not None:
             tok = self.tokenizer_for(rec.model)
             prompt = tok.encode_segments(rec.segments)
-            outputs = tok.encode(rec.output_text) if rec.output_text is not None else None
+            if rec.output_segments is not None:
+                outputs = tok.encode_segments(rec.output_segments)
+            else:
+                outputs = tok.encode(rec.output_text) if rec.output_text is not None else None
         else:
             prompt = rec.prompt_token_ids or []
             outputs = rec.output_token_ids

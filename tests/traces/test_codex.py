@@ -117,7 +117,7 @@ def test_prompt_is_history_before_the_reply_and_reply_is_next_history() -> None:
     # Call 2 sends call 1's prompt, then its reply, then the tool output: append-only.
     assert r2.segments[: len(r1.segments) + len(out1)] == r1.segments + out1
     assert r2.segments[len(r1.segments) + len(out1):] == ["<|tool|>\n", "a.py\nb.py\n" + END, GENERATION_PROMPT]
-    assert r1.output_text is None  # the reply holds pseudo tokens, so no string
+    assert r1.output_text is None and r1.output_segments == out1  # the reply holds pseudo tokens
 
 
 def test_a_reply_never_reaches_back_past_the_previous_call() -> None:
@@ -129,10 +129,10 @@ def test_a_reply_never_reaches_back_past_the_previous_call() -> None:
     assert r2.segments[-3:] == [*r1.segments[-1:], "one" + END, GENERATION_PROMPT]
 
 
-def test_plain_text_reply_is_output_text() -> None:
+def test_plain_text_reply_travels_as_segments() -> None:
     rows = [meta(), ctx(), msg("user", "hi"), msg("assistant", "Hello."), tokens(usage(900, 0, 3), usage(900, 0, 3))]
     (rec,) = calls(rows)
-    assert rec.output_text == "Hello." + END
+    assert rec.output_segments == ["Hello." + END]
 
 
 def test_missing_last_token_usage_is_derived_from_totals() -> None:
