@@ -16,8 +16,10 @@ first call can hit what its parent session cached moments before.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from kvcache.engine.errors import TraceError
 from kvcache.engine.traces.detect import READERS, detect_format
@@ -30,16 +32,45 @@ def is_file_level(fmt: str | None) -> bool:
     return fmt is not None and getattr(READERS.get(fmt), "FILE_LEVEL", False)
 
 
+# Whole-document JSON logs (OpenHands trajectories, SWE-agent .traj files).
+DOCUMENT_SUFFIXES = (".json", ".traj")
+
+
 def log_files(path: str) -> list[str]:
-    """Every ``*.jsonl`` below a folder, sorted (subagent folders included)."""
-    files = sorted(str(p) for p in Path(path).rglob("*.jsonl") if p.is_file())
+    """Every ``*.jsonl``, ``*.json`` and ``*.traj`` below a folder, sorted."""
+    files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and p.suffix in (".jsonl", *DOCUMENT_SUFFIXES))
     if not files:
-        raise TraceError(path, None, "the folder holds no .jsonl files")
+        raise TraceError(path, None, "the folder holds no .jsonl, .json or .traj files")
     return files
 
 
+def is_document(path: str) -> bool:
+    """Whether a file is one JSON document rather than JSON lines."""
+    return path.endswith(DOCUMENT_SUFFIXES)
+
+
+def read_document(path: str) -> Any:
+    """Parse a whole-document JSON file (line 1 names it in errors)."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise TraceError(path, None, f"cannot open: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise TraceError(path, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from e
+    except json.JSONDecodeError as e:
+        raise TraceError(path, e.lineno, f"expected a JSON document ({e.msg} at column {e.colno})") from e
+
+
 def first_object(path: str, skip_invalid: bool, skipped: list[SkippedLine]) -> dict:
-    """The first parseable JSON object of a file (to detect its format)."""
+    """The first parseable JSON object of a file (to detect its format).
+
+    For a whole-document file it is the document itself, wrapped as
+    ``{"document": ...}`` when it is not an object (OpenHands logs are lists).
+    """
+    if is_document(path):
+        doc = read_document(path)
+        return doc if isinstance(doc, dict) else {"document": doc}
     for line in iter_lines(path):
         try:
             return parse_json_object(line, path)
@@ -81,6 +112,10 @@ def read_log_records(
 def _objects(
     path: str, skip_invalid: bool, skipped: list[SkippedLine], on_bytes: Callable[[int], None]
 ) -> Iterator[tuple[int, dict]]:
+    if is_document(path):
+        on_bytes(Path(path).stat().st_size)
+        yield 1, first_object(path, skip_invalid, skipped)
+        return
     for line in iter_lines(path):
         on_bytes(line.nbytes)
         try:

@@ -19,7 +19,7 @@ from kvcache.engine.hashing import BlockHash, hash_token_blocks
 from kvcache.engine.request import Request, kv_token_count
 from kvcache.engine.traces.detect import FORMATS, HASH_ID_FORMATS, detect_format, line_parser
 from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
-from kvcache.engine.traces.logs import first_object, is_file_level, log_files, read_log_records
+from kvcache.engine.traces.logs import first_object, is_document, is_file_level, log_files, read_log_records
 from kvcache.engine.traces.records import ReaderOptions, SkippedLine, TraceRecord
 from kvcache.engine.traces.tokenizer import TOKENIZERS, SegmentTokenizer, tokenizer_for_model
 
@@ -88,9 +88,9 @@ class RequestStream:
 
     def __post_init__(self) -> None:
         self._files: list[str] = []
-        if Path(self.path).is_dir():
-            # A folder of agent logs, e.g. a whole ~/.claude/projects tree.
-            self._files = log_files(self.path)
+        if Path(self.path).is_dir() or is_document(self.path):
+            # A folder of agent logs (e.g. a whole ~/.claude/projects tree) or one JSON document.
+            self._files = log_files(self.path) if Path(self.path).is_dir() else [self.path]
             fmt = self.options.input_format
             if fmt == "auto":
                 fmt = detect_format(first_object(self._files[0], self.options.skip_invalid, self.skipped), self._files[0], 1)
