@@ -9,7 +9,7 @@ the distinct text and blocks seen, not with the length of the trace.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from kvcache.engine.request import Request, kv_token_count
 from kvcache.engine.traces.detect import FORMATS, HASH_ID_FORMATS, detect_format, line_parser
 from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
 from kvcache.engine.traces.logs import first_object, is_document, is_file_level, log_files, read_log_records
+from kvcache.engine.traces.prefix_memo import PrefixHashMemo
 from kvcache.engine.traces.records import ReaderOptions, SkippedLine, TraceRecord
 from kvcache.engine.traces.tokenizer import TOKENIZERS, SegmentTokenizer, tokenizer_for_model
 
@@ -85,6 +86,7 @@ class RequestStream:
     skipped: list[SkippedLine] = field(default_factory=list)
     bytes_read: int = 0
     tokenizers: dict[str, SegmentTokenizer] = field(default_factory=dict)
+    _prefix_memo: PrefixHashMemo = field(default_factory=PrefixHashMemo)
 
     def __post_init__(self) -> None:
         self._files: list[str] = []
@@ -224,26 +226,35 @@ class RequestStream:
         if rec.hash_ids is not None:
             return self._hash_id_request(rec, index)
         bs = self.block_size
+        pieces: list[Sequence[int]] | None = None
         if rec.segments is not None:
             tok = self.tokenizer_for(rec.model)
-            prompt = tok.encode_segments(rec.segments)
+            pieces = [s if type(s) is tuple else tok.encode(s) for s in rec.segments]  # type: ignore[misc]
+            n_prompt = sum(map(len, pieces))
             if rec.output_segments is not None:
                 outputs = tok.encode_segments(rec.output_segments)
             else:
                 outputs = tok.encode(rec.output_text) if rec.output_text is not None else None
         else:
             prompt = rec.prompt_token_ids or []
+            n_prompt = len(prompt)
             outputs = rec.output_token_ids
-        if not prompt:
+        if not n_prompt:
             raise TraceError(self.path, rec.line, "the prompt renders to zero tokens")
         n_out = len(outputs) if outputs is not None else (rec.output_length or 0)
-        n_prompt = len(prompt)
         kv_tokens = kv_token_count(n_prompt, n_out)
         salt = rec.org
-        if outputs is not None:
-            keys = hash_token_blocks(prompt + outputs[: kv_tokens - n_prompt], bs, self.options.hash_algo, salt, rec.lora_name)
+        tail = outputs[: kv_tokens - n_prompt] if outputs is not None else []
+        if pieces is not None and rec.session_id is not None:
+            # Sessions re-send their history: the memo reuses the previous turn's
+            # block keys and hashes only what is new.
+            hashing = (self.options.hash_algo, salt, rec.lora_name, tok.name)
+            keys = self._prefix_memo.keys(rec.session_id, rec.segments, pieces, tail, bs, hashing)  # type: ignore[arg-type]
         else:
-            keys = hash_token_blocks(prompt, bs, self.options.hash_algo, salt, rec.lora_name)
+            if pieces is not None:
+                prompt = list(itertools.chain.from_iterable(pieces))
+            keys = hash_token_blocks(prompt + list(tail), bs, self.options.hash_algo, salt, rec.lora_name)
+        if outputs is None:
             keys.extend(_unknown_output_keys(index, len(keys), kv_tokens // bs))
         cap = n_prompt - 1 if self.hit_cap == "vllm" else n_prompt
         billed = rec.billed

@@ -140,13 +140,15 @@ class SegmentTokenizer:
         return out
 
 
+@lru_cache(maxsize=4096)
 def pseudo_tokens(key: str, count: int) -> tuple[int, ...]:
     """``count`` stable stand-in token ids for content a log does not hold.
 
     Equal keys give equal tokens, so two requests that carry the same redacted or
     omitted span (the same key) share those blocks, and different keys never do.
     The ids are drawn from the whole uint32 range, so they cannot collide with a
-    real vocabulary's ids except by chance.
+    real vocabulary's ids except by chance. Memoised: logs repeat the same span
+    (a system prompt, a redacted block) on every call.
     """
     import xxhash
 
