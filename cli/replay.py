@@ -17,6 +17,11 @@ class InputFormat(str, Enum):
     bailian = "bailian"
     claude_code = "claude-code"
     codex = "codex"
+    openai_chat = "openai-chat"
+    openai_responses = "openai-responses"
+    anthropic_messages = "anthropic-messages"
+    openhands = "openhands"
+    swe_agent = "swe-agent"
 
 
 class HashChoice(str, Enum):
