@@ -24,7 +24,7 @@ NO_CAP_NOTE = (
     "(the block-hash trace convention); --hit-cap vllm recomputes the last prompt token as vLLM does"
 )
 TOKENIZER_NOTE = (
-    "native records are rendered with kvcache's chat template and tokenized with {tokenizer}; "
+    "text is rendered with kvcache's chat template and tokenized with {tokenizer}; "
     "token counts approximate the serving model's own tokenizer and template"
 )
 
@@ -41,7 +41,7 @@ def notes_for(input_format: str, hit_cap: str, tokenizers: list[str], provider: 
     notes = [SEQUENTIAL_NOTE] if provider == "vllm" else [PROVIDER_NOTE.format(provider=provider)]
     if hit_cap == "none":
         notes.append(NO_CAP_NOTE)
-    if input_format == "native" and tokenizers:
+    if tokenizers:  # any format whose text kvcache renders and tokenizes itself
         notes.append(TOKENIZER_NOTE.format(tokenizer=" and ".join(tokenizers)))
     return notes
 

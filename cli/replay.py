@@ -71,6 +71,7 @@ def replay(
     hit_cap: HitCapChoice = typer.Option(HitCapChoice.auto, "--hit-cap", help="vllm: hits stop at prompt-1 tokens on full blocks; none: every trace block may hit (Mooncake convention); auto: none for block-hash traces, vllm otherwise."),
     provider: ProviderChoice = typer.Option(ProviderChoice.vllm, "--provider", help="Whose cache to model: vllm (the block pool: capacity and LRU) or a hosted provider's rules (minimum prefix, granularity, TTL, Anthropic's breakpoints; engine/data/providers.json)."),
     provider_ttl: str | None = typer.Option(None, "--provider-ttl", help="A hosted provider's cache TTL: 1h for Anthropic's extended cache, 24h for OpenAI's extended retention. Default: the provider's (5 min for Anthropic)."),
+    batch_output: str | None = typer.Option(None, "--batch-output", metavar="FILE", help="OpenAI Batch output or Anthropic Message Batches results JSONL: its billed usage is paired with the input lines by custom_id."),
     assume_prefix_tokens: int | None = typer.Option(None, "--assume-prefix-tokens", min=0, help="Agent logs: prompt tokens the log leaves out (Claude Code's system prompt and tools). Default: inferred from the first call's billed cache read + write."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed lines (reported as skipped_lines) instead of failing."),
     sort: bool = typer.Option(False, "--sort", help="Buffer the trace and sort it by arrival; without it arrivals must not go backwards."),
@@ -104,13 +105,15 @@ def replay(
         options = StreamOptions(
             input_format=input_format.value, block_size=block_size or DEFAULT_BLOCK_SIZE, trace_block_size=trace_block_size,
             hash_algo=hash_algo.value, hit_cap=hit_cap.value, tokenizer=tokenizer,
-            assume_prefix_tokens=assume_prefix_tokens, skip_invalid=skip_invalid, sort=sort,
+            assume_prefix_tokens=assume_prefix_tokens, batch_output=batch_output, skip_invalid=skip_invalid, sort=sort,
         )
     except ConfigError as e:
         raise UsageError(str(e)) from None
     stream = RequestStream(trace, options)
     if not stream.is_hash_id_trace and trace_block_size is not None:
         raise UsageError("--trace-block-size applies to block-hash traces only")
+    if batch_output is not None and stream.format not in ("openai-chat", "anthropic-messages"):
+        raise UsageError(f"--batch-output pairs OpenAI or Anthropic batch files; this trace is {stream.format}")
     if stream.is_hash_id_trace and block_size is not None:
         raise UsageError("a block-hash trace has its own block size: use --trace-block-size, not --block-size")
     bs = stream.block_size

@@ -37,6 +37,8 @@ class StreamOptions:
         hit_cap: ``vllm`` caps hits at prompt-1 tokens over full blocks; ``none``
             counts every trace block (Mooncake's convention); ``auto`` picks
             ``none`` for block-hash traces and ``vllm`` otherwise.
+        batch_output: a batch output/results file whose usage is paired with the
+            input lines by ``custom_id`` (OpenAI Batch, Anthropic Message Batches).
         assume_prefix_tokens: prompt tokens an agent log leaves out (Claude Code's
             system prompt and tools); inferred from billed usage when ``None``.
         tokenizer: vocabulary for native records: ``auto`` (by each record's
@@ -54,6 +56,7 @@ class StreamOptions:
     hit_cap: HitCap = "auto"
     tokenizer: str = "auto"
     assume_prefix_tokens: int | None = None
+    batch_output: str | None = None
     skip_invalid: bool = False
     sort: bool = False
 
@@ -182,13 +185,24 @@ class RequestStream:
                     raise
                 self.skipped.append(SkippedLine(line.number, e.message))
 
+    def billed_records(self) -> Iterator[TraceRecord]:
+        """Records with the batch output's usage attached (when one is given)."""
+        if self.options.batch_output is None:
+            return self.records()
+        from kvcache.engine.traces import anthropic_messages, bodies, openai_chat
+
+        loaders = {openai_chat.NAME: openai_chat.load_batch_output, anthropic_messages.NAME: anthropic_messages.load_batch_results}
+        if self.format not in loaders:
+            raise ConfigError(f"--batch-output pairs OpenAI or Anthropic batch files; this trace is {self.format}")
+        return bodies.attach_billed(self.records(), loaders[self.format](self.options.batch_output))
+
     def ordered_records(self) -> Iterator[TraceRecord]:
         """Records in arrival order (file order among equal or missing arrivals).
 
         Agent logs are always buffered and sorted: their calls span files.
         """
         if self.options.sort or self._files:
-            buffered = list(self.records())
+            buffered = list(self.billed_records())
             last = 0.0
             for r in buffered:  # a missing arrival inherits the previous one
                 last = r.arrival if r.arrival is not None else last
@@ -197,7 +211,7 @@ class RequestStream:
             yield from buffered
             return
         last = float("-inf")
-        for r in self.records():
+        for r in self.billed_records():
             if r.arrival is None:
                 r.arrival = 0.0 if last == float("-inf") else last
             elif r.arrival < last:

@@ -337,3 +337,21 @@ def test_provider_option(tmp_path: Path) -> None:
                  ["--provider", "anthropic", "--provider-ttl", "24h"]):
         r = runner.invoke(app, ["replay", trace, *args])
         assert r.exit_code == 2, (args, r.output)
+
+
+def test_batch_output_pairs_billed_usage_by_custom_id(tmp_path: Path) -> None:
+    system = {"role": "system", "content": "You are a terse assistant. " * 60}
+    lines = [{"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": "gpt-4o", "messages": [system, {"role": "user", "content": f"question {i}"}]}}
+             for i in range(3)]
+    trace = write_jsonl(tmp_path / "batch_in.jsonl", lines)
+    outputs = write_jsonl(tmp_path / "batch_out.jsonl", [
+        {"custom_id": f"req-{i}", "response": {"status_code": 200, "body": {
+            "usage": {"prompt_tokens": 400, "prompt_tokens_details": {"cached_tokens": 0 if i == 0 else 384}}}}}
+        for i in range(3)])
+    s = replay_json(str(trace), "--batch-output", str(outputs), "--provider", "openai")["summary"]
+    assert s["input_format"] == "openai-chat"
+    assert (s["billed_prompt_tokens"], s["billed_cached_tokens"]) == (1200, 768)
+    assert s["predicted_vs_billed"]["calls"] == 3
+    r = runner.invoke(app, ["replay", str(two_turns(tmp_path)), "--batch-output", str(outputs)])
+    assert r.exit_code == 2 and "--batch-output pairs" in r.stderr
