@@ -31,8 +31,8 @@ TOKENIZER_NOTE = (
 
 PROVIDER_NOTE = (
     "provider {provider}: rules from engine/data/providers.json; prefixes are matched on 16-token engine blocks "
-    "(a read can fall up to one block short), and Anthropic's 20-block lookback and explicit cache_control markers "
-    "are not modelled (one breakpoint at the end of every prompt)"
+    "(a read can fall up to one block short); Anthropic writes at the logged cache_control markers, or at the end "
+    "of the prompt without them, and its 20-block lookback is not modelled"
 )
 
 

@@ -8,18 +8,20 @@ from ``reference/providers.md``):
 * **automatic** providers (OpenAI, Gemini, DeepSeek) cache every prompt prefix;
   a read is the longest cached prefix, then rounded: nothing below the minimum
   prefix, and OpenAI counts 1024 tokens plus whole 128-token increments;
-* **breakpoint** providers (Anthropic) write entries only at breakpoints. With
-  automatic caching the breakpoint is the end of the prompt, so a request reads
-  the longest prefix that an earlier request *wrote* (typically the previous
-  turn's whole prompt) and writes its own prompt for the next one;
+* **breakpoint** providers (Anthropic) write entries only at breakpoints: the
+  request's ``cache_control`` markers when the log has them (a request's
+  ``breakpoint_tokens``), else automatic caching's one breakpoint at the end of
+  the prompt. A request reads the longest prefix that an earlier request
+  *wrote*, up to its own last breakpoint (typically the previous turn's whole
+  prompt), and writes at its breakpoints for the next one;
 * entries expire ``ttl`` seconds after they were last written or read, on the
   requests' arrival clock; caches are isolated per org and per model.
 
 Approximations, said in the replay notes: prefixes are matched on the engine's
 blocks (16 tokens by default), so a read can fall up to one block short of the
-provider's exact count; Anthropic's 20-block lookback and explicit
-``cache_control`` markers are not modelled (every request has one breakpoint at
-its end); outputs are cached only once a later prompt carries them.
+provider's exact count; Anthropic's 20-block lookback is not modelled (a
+read may reach any earlier write); outputs are cached only once a later prompt
+carries them.
 """
 
 from __future__ import annotations
@@ -132,8 +134,10 @@ class ProviderReplayer:
                 hit = 0
                 while hit < len(keys) and alive(keys[hit]):
                     hit += 1
-            else:  # breakpoints: the longest prefix some earlier request wrote
-                hit = next((i + 1 for i in range(len(keys) - 1, -1, -1) if alive(keys[i])), 0)
+            else:  # breakpoints: the longest prefix some earlier request wrote, up to our last breakpoint
+                writes = [min(t, req.kv_prompt_tokens) // bs for t in req.breakpoint_tokens] if req.breakpoint_tokens else [len(keys)]
+                top = min(max(writes), len(keys))
+                hit = next((i + 1 for i in range(top - 1, -1, -1) if alive(keys[i])), 0)
             cached = min(rules.billable_read(hit * bs), req.prompt_tokens)
             # Writes and reads refresh the entries they touch.
             if rules.mode == "automatic":
@@ -142,8 +146,9 @@ class ProviderReplayer:
             else:
                 if hit:
                     entries[(*scope, keys[hit - 1])] = now
-                if keys and req.prompt_tokens >= rules.min_prefix_tokens:
-                    entries[(*scope, keys[-1])] = now
+                for b in writes:  # one entry per breakpoint long enough to cache
+                    if b and b * bs >= rules.min_prefix_tokens:
+                        entries[(*scope, keys[b - 1])] = now
             self._prune(now, ttl)
             n = len(keys)
             yield RequestResult(

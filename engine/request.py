@@ -24,6 +24,8 @@ class Request:
             because the last sampled token is never computed.
         hit_cap_tokens: most tokens a lookup may hit. vLLM caps at
             ``prompt - 1`` so the last prompt token is recomputed for its logits.
+        breakpoint_tokens: prompt lengths at which the request marks a cache
+            breakpoint (Anthropic ``cache_control``); ``None``: automatic caching.
         billed_prompt_tokens, billed_cached_tokens: what the provider billed for
             this call, when the trace records it (passed through to the result).
     """
@@ -39,6 +41,7 @@ class Request:
     arrival: float = 0.0
     model: str | None = None
     cache_ttl: str | None = None
+    breakpoint_tokens: list[int] | None = None
     billed_prompt_tokens: int | None = None
     billed_cached_tokens: int | None = None
     num_computed_tokens: int = field(default=0)

@@ -170,6 +170,7 @@ def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
         output_length=FieldReader(usage, path, line).count_or_none("output_tokens") if isinstance(usage, dict) else None,
         billed=anthropic_usage(usage, f),
         cache_ttl=_ttl(env.body, usage),
+        breakpoints=breakpoints(obj) or None,
     )
 
 

@@ -73,6 +73,8 @@ class TraceRecord:
     ``path`` names the file the record came from when a trace spans files.
     ``cache_ttl`` is the provider TTL the call's cache writes used, when the log
     says (Claude Code's usage splits writes into ``ephemeral_5m``/``ephemeral_1h``).
+    ``breakpoints`` lists the segments whose end carries a cache breakpoint
+    (Anthropic's ``cache_control``); ``None`` means automatic caching.
     """
 
     line: int
@@ -93,6 +95,7 @@ class TraceRecord:
     billed: BilledUsage | None = None
     path: str | None = None
     cache_ttl: str | None = None
+    breakpoints: list[int] | None = None
 
 
 class FieldReader:

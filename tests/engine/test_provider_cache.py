@@ -82,3 +82,24 @@ def test_a_request_ttl_hint_applies_unless_overridden() -> None:
         r.cache_ttl = "1h"
     assert cached("anthropic", reqs) == [0, 1600]
     assert cached("anthropic", reqs, ttl="default") == [0, 0]
+
+
+def test_explicit_breakpoints_write_where_the_markers_are() -> None:
+    system = list(range(80))  # 1280 tokens, marked with cache_control in both sessions
+    a = req("a", system + [100, 101], 0)
+    b = req("b", system + [200], 5)
+    for r in (a, b):
+        r.breakpoint_tokens = [len(system) * BS, r.prompt_tokens]
+    # b reads the system prompt a wrote at its first marker (not a's whole prompt).
+    assert cached("anthropic", [a, b]) == [0, 80 * BS]
+    # Without markers (automatic caching) only the end of a's prompt was written.
+    assert cached("anthropic", [req("a", system + [100, 101], 0), req("b", system + [200], 5)]) == [0, 0]
+
+
+def test_a_read_never_reaches_past_the_last_breakpoint() -> None:
+    p = list(range(100))
+    a = req("a", p, 0)
+    b = req("b", p + [7], 1)
+    b.breakpoint_tokens = [70 * BS]  # b marks only its first 70 blocks
+    a.breakpoint_tokens = [70 * BS, 100 * BS]
+    assert cached("anthropic", [a, b]) == [0, 70 * BS]
