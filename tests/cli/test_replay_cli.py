@@ -355,3 +355,19 @@ def test_batch_output_pairs_billed_usage_by_custom_id(tmp_path: Path) -> None:
     assert s["predicted_vs_billed"]["calls"] == 3
     r = runner.invoke(app, ["replay", str(two_turns(tmp_path)), "--batch-output", str(outputs)])
     assert r.exit_code == 2 and "--batch-output pairs" in r.stderr
+
+
+def test_anthropic_cache_control_marker_is_read_across_conversations(tmp_path: Path) -> None:
+    system = [{"type": "text", "text": "You review pull requests for a payments team. " * 150,
+               "cache_control": {"type": "ephemeral"}}]
+    bodies = [{"model": "claude-sonnet-4-5", "max_tokens": 512, "system": system,
+               "messages": [{"role": "user", "content": f"Review change number {i}, please."}]} for i in range(2)]
+    trace = str(write_jsonl(tmp_path / "msgs.jsonl", bodies))
+    marked = replay_json(trace, "--provider", "anthropic")
+    assert marked["summary"]["input_format"] == "anthropic-messages"
+    for b in bodies:
+        b["system"][0].pop("cache_control", None)
+    unmarked = replay_json(str(write_jsonl(tmp_path / "plain.jsonl", bodies)), "--provider", "anthropic")
+    # With the marker the second conversation reads the system prompt; without it nothing was written there.
+    assert marked["summary"]["cached_tokens"] > 1024
+    assert unmarked["summary"]["cached_tokens"] == 0
