@@ -19,13 +19,14 @@ from ``reference/providers.md``):
 
 Approximations, said in the replay notes: prefixes are matched on the engine's
 blocks (16 tokens by default), so a read can fall up to one block short of the
-provider's exact count; Anthropic's 20-block lookback is not modelled (a
-read may reach any earlier write); outputs are cached only once a later prompt
-carries them.
+provider's exact count; Anthropic's 20-block lookback walks kvcache's segments
+(two per message), not the API's content blocks exactly; outputs are cached only
+once a later prompt carries them.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -65,17 +66,22 @@ class ProviderRules:
     granularity_tokens: int
     first_increment_tokens: int
     ttl_seconds: float
+    lookback_blocks: int | None = None  # breakpoint mode: how far back a read may look
 
     @classmethod
     def load(cls, name: str, model: str | None = None, ttl: str | None = None) -> "ProviderRules":
         if name not in PROVIDERS:
             raise ConfigError(f"unknown provider {name!r}; choose vllm or one of {', '.join(PROVIDERS)}")
         f = _facts()[name]
+        override = _by_model(f.get("model_overrides", {}) | {"default": None}, model)
+        if override is not None:  # e.g. OpenAI's breakpoint caching from GPT-5.6 on
+            override = f["model_overrides"][override["same_as"]] if "same_as" in override else override
+            f = {**f, **override}
         ttls = f["ttl_seconds"]
         if ttl is not None and ttl not in ttls:
             raise ConfigError(f"{name} has no TTL {ttl!r}; choose one of {', '.join(ttls)}")
         return cls(name, f["mode"], _by_model(f["min_prefix_tokens"], model), f["granularity_tokens"],
-                   f.get("first_increment_tokens", 0), float(ttls[ttl or "default"]))
+                   f.get("first_increment_tokens", 0), float(ttls[ttl or "default"]), f.get("lookback_blocks"))
 
     def billable_read(self, tokens: int) -> int:
         """The cached tokens a provider reports for a matched prefix of ``tokens``."""
@@ -134,10 +140,10 @@ class ProviderReplayer:
                 hit = 0
                 while hit < len(keys) and alive(keys[hit]):
                     hit += 1
-            else:  # breakpoints: the longest prefix some earlier request wrote, up to our last breakpoint
-                writes = [min(t, req.kv_prompt_tokens) // bs for t in req.breakpoint_tokens] if req.breakpoint_tokens else [len(keys)]
-                top = min(max(writes), len(keys))
-                hit = next((i + 1 for i in range(top - 1, -1, -1) if alive(keys[i])), 0)
+            else:  # breakpoints: the longest prefix some earlier request wrote
+                marks = req.breakpoint_tokens or [req.kv_prompt_tokens]
+                writes = [min(t, req.kv_prompt_tokens) // bs for t in marks]
+                hit = _breakpoint_read(keys, marks, writes, req.segment_ends, rules.lookback_blocks, bs, alive)
             cached = min(rules.billable_read(hit * bs), req.prompt_tokens)
             # Writes and reads refresh the entries they touch.
             if rules.mode == "automatic":
@@ -165,6 +171,34 @@ class ProviderReplayer:
         for k in dead:
             del self._entries[k]
         self.stats.evicted_blocks += len(dead)
+
+
+def _breakpoint_read(
+    keys: list[Any], marks: list[int], writes: list[int], segment_ends: list[int] | None,
+    lookback: int | None, bs: int, alive: Any,
+) -> int:
+    """Blocks read by a breakpoint request: the longest earlier write it can reach.
+
+    Each breakpoint looks for an entry at its own position, then walks back
+    ``lookback`` content blocks. kvcache's content blocks are its segments, and
+    each message is a header and a body segment, so the walk covers
+    ``2 * lookback`` segment ends. Without segment boundaries (token-id traces)
+    or a lookback rule, any earlier write up to the last breakpoint is reachable.
+    """
+    if lookback is None or not segment_ends:
+        top = min(max(writes), len(keys))
+        return next((i + 1 for i in range(top - 1, -1, -1) if alive(keys[i])), 0)
+    hit = 0
+    for mark in marks:
+        j = bisect.bisect_right(segment_ends, mark)  # segment ends at or before the mark
+        for pos in reversed(segment_ends[max(0, j - 2 * lookback) : j]):
+            b = min(pos // bs, len(keys))
+            if b <= hit:
+                break  # nothing longer can come from this breakpoint
+            if b and alive(keys[b - 1]):
+                hit = b
+                break
+    return hit
 
 
 @lru_cache(maxsize=512)

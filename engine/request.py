@@ -26,6 +26,8 @@ class Request:
             ``prompt - 1`` so the last prompt token is recomputed for its logits.
         breakpoint_tokens: prompt lengths at which the request marks a cache
             breakpoint (Anthropic ``cache_control``); ``None``: automatic caching.
+        segment_ends: where each rendered segment ends, in tokens (``None`` for
+            token-id and hash-id traces); a provider's lookback walks these.
         billed_prompt_tokens, billed_cached_tokens: what the provider billed for
             this call, when the trace records it (passed through to the result).
     """
@@ -42,6 +44,7 @@ class Request:
     model: str | None = None
     cache_ttl: str | None = None
     breakpoint_tokens: list[int] | None = None
+    segment_ends: list[int] | None = None
     billed_prompt_tokens: int | None = None
     billed_cached_tokens: int | None = None
     num_computed_tokens: int = field(default=0)

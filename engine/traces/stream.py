@@ -273,13 +273,14 @@ class RequestStream:
         cap = n_prompt - 1 if self.hit_cap == "vllm" else n_prompt
         billed = rec.billed
         breakpoint_tokens = None
-        if rec.breakpoints and pieces is not None:
-            ends = list(itertools.accumulate(map(len, pieces)))
+        ends = list(itertools.accumulate(map(len, pieces))) if pieces is not None else None
+        if rec.breakpoints and ends is not None:
             breakpoint_tokens = sorted({ends[i] for i in rec.breakpoints if 0 <= i < len(ends)})
         return Request(
             request_id=rec.request_id, block_keys=keys, prompt_tokens=n_prompt, kv_prompt_tokens=n_prompt,
             output_tokens=n_out, hit_cap_tokens=cap, session_id=rec.session_id, org=rec.org,
             arrival=rec.arrival or 0.0, model=rec.model, cache_ttl=rec.cache_ttl, breakpoint_tokens=breakpoint_tokens,
+            segment_ends=ends,
             billed_prompt_tokens=billed.prompt_tokens if billed else None,
             billed_cached_tokens=billed.cached_tokens if billed else None,
         )

@@ -103,3 +103,34 @@ def test_a_read_never_reaches_past_the_last_breakpoint() -> None:
     b.breakpoint_tokens = [70 * BS]  # b marks only its first 70 blocks
     a.breakpoint_tokens = [70 * BS, 100 * BS]
     assert cached("anthropic", [a, b]) == [0, 70 * BS]
+
+
+def test_lookback_limits_how_far_back_a_breakpoint_finds_a_write() -> None:
+    # a writes at the end of its 1600-token prompt. b appends 30 one-block
+    # segments (60 segment ends with headers) before its only breakpoint: with a
+    # 20-block lookback (40 segment ends) the old write is out of reach.
+    p = list(range(100))
+    a = req("a", p, 0)
+    a.segment_ends = [16 * i for i in range(1, 101)]
+    near = req("b", p + list(range(1000, 1010)), 1)
+    near.segment_ends = a.segment_ends + [1600 + 16 * i for i in range(1, 11)]
+    far = req("c", p + list(range(2000, 2060)), 2)
+    far.segment_ends = a.segment_ends + [1600 + 16 * i for i in range(1, 61)]
+    assert cached("anthropic", [a, near]) == [0, 1600]
+    assert cached("anthropic", [req("a", p, 0), far]) == [0, 0]
+    # A token-id trace has no segment boundaries: any earlier write is reachable.
+    unsegmented = req("c", p + list(range(2000, 2060)), 2)
+    assert cached("anthropic", [req("a", p, 0), unsegmented]) == [0, 1600]
+
+
+def test_openai_breakpoint_caching_from_gpt_5_6() -> None:
+    rules = ProviderRules.load("openai", "gpt-5.6")
+    assert (rules.mode, rules.ttl_seconds, rules.lookback_blocks, rules.granularity_tokens) == ("breakpoints", 1800.0, 50, 1)
+    assert ProviderRules.load("openai", "gpt-5.1").mode == "automatic"
+    system = list(range(80))
+    # Breakpoint caching: a second conversation with the same system prompt reads
+    # nothing (only prompt ends were written), unlike automatic caching.
+    reqs = [req("a", system + [1], 0, model="gpt-5.6"), req("b", system + [2], 5, model="gpt-5.6")]
+    assert cached("openai", reqs) == [0, 0]
+    reqs = [req("a", system + [1], 0, model="gpt-5.1"), req("b", system + [2], 5, model="gpt-5.1")]
+    assert cached("openai", reqs) == [0, 1280]
