@@ -14,8 +14,12 @@ from ``reference/providers.md``):
   the prompt. A request reads the longest prefix that an earlier request
   *wrote*, up to its own last breakpoint (typically the previous turn's whole
   prompt), and writes at its breakpoints for the next one;
-* entries expire ``ttl`` seconds after they were last written or read, on the
-  requests' arrival clock; caches are isolated per org and per model.
+* entries expire ``ttl`` seconds after they were last written or read (the TTL
+  of the request that did so), on the requests' arrival clock; caches are
+  isolated per org and per model;
+* minimum prefixes and granularity are in the provider's tokens: when a call's
+  billed prompt length is known, kvcache's token counts are converted with it
+  before rounding.
 
 Approximations, said in the replay notes: prefixes are matched on the engine's
 blocks (16 tokens by default), so a read can fall up to one block short of the
@@ -113,9 +117,9 @@ class ProviderReplayer:
         self.ttl = ttl
         ProviderRules.load(provider, None, ttl)  # fail early on a bad name or TTL
         self.stats = ReplayStats()
-        # (org, model, block key) -> time the entry was last written or read
+        # (org, model, block key) -> when the entry expires
         self._entries: dict[tuple[Any, Any, Any], float] = {}
-        self._pruned_at = 0.0
+        self._pruned_at = float("-inf")
 
     def _rules(self, req: Request) -> ProviderRules:
         ttl = self.ttl
@@ -131,10 +135,13 @@ class ProviderReplayer:
             now, ttl = req.arrival, rules.ttl_seconds
             scope = (req.org, req.model)
             keys = req.block_keys[: req.kv_prompt_tokens // bs]
+            # The provider's thresholds are in its own tokens: convert ours with
+            # the call's billed prompt length when the log has it.
+            ratio = req.billed_prompt_tokens / req.prompt_tokens if req.billed_prompt_tokens and req.prompt_tokens else 1.0
 
             def alive(k: Any) -> bool:
-                t = entries.get((*scope, k))
-                return t is not None and now - t <= ttl
+                expiry = entries.get((*scope, k))
+                return expiry is not None and now <= expiry
 
             if rules.mode == "automatic":
                 hit = 0
@@ -144,30 +151,33 @@ class ProviderReplayer:
                 marks = req.breakpoint_tokens or [req.kv_prompt_tokens]
                 writes = [min(t, req.kv_prompt_tokens) // bs for t in marks]
                 hit = _breakpoint_read(keys, marks, writes, req.segment_ends, rules.lookback_blocks, bs, alive)
-            cached = min(rules.billable_read(hit * bs), req.prompt_tokens)
-            # Writes and reads refresh the entries they touch.
+            billable = rules.billable_read(round(hit * bs * ratio))
+            cached = min(round(billable / ratio), req.prompt_tokens)
+            # Writes and reads refresh the entries they touch; each entry keeps
+            # the TTL of the request that last wrote or read it.
+            expiry = now + ttl
             if rules.mode == "automatic":
                 for k in keys:
-                    entries[(*scope, k)] = now
+                    entries[(*scope, k)] = expiry
             else:
                 if hit:
-                    entries[(*scope, keys[hit - 1])] = now
+                    entries[(*scope, keys[hit - 1])] = expiry
                 for b in writes:  # one entry per breakpoint long enough to cache
-                    if b and b * bs >= rules.min_prefix_tokens:
-                        entries[(*scope, keys[b - 1])] = now
-            self._prune(now, ttl)
+                    if b and b * bs * ratio >= rules.min_prefix_tokens:
+                        entries[(*scope, keys[b - 1])] = expiry
+            self._prune(now)
             n = len(keys)
             yield RequestResult(
                 req.request_id, req.session_id, req.org, req.arrival, req.prompt_tokens, cached,
                 hit, n, hit if hit < n else None, False, req.billed_prompt_tokens, req.billed_cached_tokens,
             )
 
-    def _prune(self, now: float, ttl: float) -> None:
+    def _prune(self, now: float) -> None:
         """Forget expired entries now and then, so memory follows the live cache."""
-        if now - self._pruned_at < ttl:
+        if now - self._pruned_at < 300:
             return
         self._pruned_at = now
-        dead = [k for k, t in self._entries.items() if now - t > ttl]
+        dead = [k for k, expiry in self._entries.items() if now > expiry]
         for k in dead:
             del self._entries[k]
         self.stats.evicted_blocks += len(dead)

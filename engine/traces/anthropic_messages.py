@@ -160,6 +160,10 @@ def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
             reply = ar.message_body(resp["content"])
         except RenderError as e:
             raise f.fail(f"response.content: {e}") from None
+    n_markers = len(_marked_segments(env.body))
+    if n_markers > MAX_BREAKPOINTS:
+        raise f.fail(f"{n_markers} cache_control markers; the API rejects more than {MAX_BREAKPOINTS}")
+    marks = breakpoints(obj)
     return TraceRecord(
         line=line,
         request_id=env.custom_id or FieldReader(resp, path, line).str_or_none("id") or f"line-{line}",
@@ -170,7 +174,7 @@ def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
         output_length=FieldReader(usage, path, line).count_or_none("output_tokens") if isinstance(usage, dict) else None,
         billed=anthropic_usage(usage, f),
         cache_ttl=_ttl(env.body, usage),
-        breakpoints=breakpoints(obj) or None,
+        breakpoints=marks or None,
     )
 
 

@@ -371,3 +371,12 @@ def test_anthropic_cache_control_marker_is_read_across_conversations(tmp_path: P
     # With the marker the second conversation reads the system prompt; without it nothing was written there.
     assert marked["summary"]["cached_tokens"] > 1024
     assert unmarked["summary"]["cached_tokens"] == 0
+
+
+def test_more_than_four_cache_control_markers_is_a_bad_line(tmp_path: Path) -> None:
+    marked = {"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 8, "system": [dict(marked) for _ in range(3)],
+            "messages": [{"role": "user", "content": [dict(marked), dict(marked)]}]}
+    trace = write_jsonl(tmp_path / "m.jsonl", [body])
+    r = runner.invoke(app, ["replay", str(trace), "--input-format", "anthropic-messages"])
+    assert r.exit_code == 1 and ":1: 5 cache_control markers; the API rejects more than 4" in r.stderr
