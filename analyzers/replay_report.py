@@ -30,15 +30,21 @@ TOKENIZER_NOTE = (
 
 
 PROVIDER_NOTE = (
-    "provider {provider}: rules from engine/data/providers.json; prefixes are matched on 16-token engine blocks "
-    "(a read can fall up to one block short); Anthropic writes at the logged cache_control markers, or at the end "
-    "of the prompt without them, and its 20-block lookback is not modelled"
+    "provider {provider}: rules from engine/data/providers.json; prefixes are matched on engine blocks "
+    "(a read can fall up to one block short of the provider's count); hosted caches have no capacity to model, "
+    "so evicted blocks count TTL expiries"
+)
+BREAKPOINT_NOTE = (
+    "{provider} writes cache entries only at breakpoints: the logged markers, else the end of each prompt; "
+    "its lookback walks kvcache's segments (two per message), an approximation of the API's content blocks"
 )
 
 
 def notes_for(input_format: str, hit_cap: str, tokenizers: list[str], provider: str = "vllm") -> list[str]:
     """The caveats that apply to a run, printed under the table and kept in JSON."""
     notes = [SEQUENTIAL_NOTE] if provider == "vllm" else [PROVIDER_NOTE.format(provider=provider)]
+    if provider in ("anthropic", "openai"):
+        notes.append(BREAKPOINT_NOTE.format(provider=provider if provider == "anthropic" else "openai (GPT-5.6 and later)"))
     if hit_cap == "none":
         notes.append(NO_CAP_NOTE)
     if tokenizers:  # any format whose text kvcache renders and tokenizes itself
@@ -61,6 +67,7 @@ class ReplayReport:
     implementation: str = "c"
     billing: BilledComparison | None = None
     provider: str = "vllm"
+    warnings: list[str] | None = None
 
     def summary(self) -> dict[str, Any]:
         t = self.hit_rates.total
@@ -91,6 +98,7 @@ class ReplayReport:
             "provider": self.provider,
             "definitions": DEFINITIONS,
             "notes": self.notes,
+            "warnings": self.warnings or [],
         }
 
     def to_dict(self) -> dict[str, Any]:

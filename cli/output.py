@@ -104,9 +104,13 @@ class Output:
         t.add_row("prompt blocks", f"{s['blocks']:,}", blocks_def)
         t.add_row("hit blocks", f"{s['hit_blocks']:,}", "leading blocks found in the cache")
         t.add_row("block hit rate", _fmt_rate(s["block_hit_rate"]), s["definitions"]["block_hit_rate"])
-        t.add_row("capacity", cap, "--kv-blocks counts vLLM's reserved null block")
-        t.add_row("evicted blocks", f"{s['evicted_blocks']:,}", "cached blocks reallocated (LRU)")
-        t.add_row("peak cached blocks", f"{s['peak_cached_blocks']:,}", "most distinct block hashes cached at once")
+        if s["provider"] == "vllm":
+            t.add_row("capacity", cap, "--kv-blocks counts vLLM's reserved null block")
+            t.add_row("evicted blocks", f"{s['evicted_blocks']:,}", "cached blocks reallocated (LRU)")
+            t.add_row("peak cached blocks", f"{s['peak_cached_blocks']:,}", "most distinct block hashes cached at once")
+        else:
+            t.add_row("provider", s["provider"], "hosted cache rules from engine/data/providers.json")
+            t.add_row("expired entries", f"{s['evicted_blocks']:,}", "cache entries dropped after their TTL")
         if s["rejected_requests"]:
             t.add_row("rejected requests", f"{s['rejected_requests']:,}", "too large for the whole pool")
         t.add_row("skipped lines", f"{s['skipped_lines']:,}", "malformed lines skipped by --skip-invalid")

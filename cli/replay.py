@@ -112,7 +112,11 @@ def replay(
     stream = RequestStream(trace, options)
     if not stream.is_hash_id_trace and trace_block_size is not None:
         raise UsageError("--trace-block-size applies to block-hash traces only")
-    if batch_output is not None and stream.format not in ("openai-chat", "anthropic-messages"):
+    if assume_prefix_tokens is not None and not stream.is_log:
+        raise UsageError("--assume-prefix-tokens applies to agent logs (Claude Code, Codex, OpenHands)")
+    if tokenizer != "auto" and (stream.is_hash_id_trace or stream.format == "token-ids"):
+        raise UsageError("--tokenizer applies to traces of text; this trace is already tokenized or hashed")
+    if batch_output is not None and stream.format not in ("openai-chat", "openai-responses", "anthropic-messages"):
         raise UsageError(f"--batch-output pairs OpenAI or Anthropic batch files; this trace is {stream.format}")
     if stream.is_hash_id_trace and block_size is not None:
         raise UsageError("a block-hash trace has its own block size: use --trace-block-size, not --block-size")
@@ -150,12 +154,15 @@ def replay(
         if writer is not None:
             writer.close()
     report = ReplayReport(
-        trace=trace, input_format=stream.format or "unknown", config=config, hit_cap=stream.hit_cap,
+        trace=trace, input_format=stream.format_label, config=config, hit_cap=stream.hit_cap,
         hit_rates=hit_rates, stats=replayer.stats,
         skipped=[{"line": s.line, "reason": s.reason} for s in stream.skipped],
         notes=notes_for(stream.format or "", stream.hit_cap, sorted(stream.tokenizers), provider.value),
         implementation=replayer.implementation, billing=billing, provider=provider.value,
+        warnings=stream.warnings,
     )
+    for message in stream.warnings:
+        out.warn(message)
     if report.skipped:
         first = ", ".join(f"line {s['line']}: {s['reason']}" for s in report.skipped[:3])
         out.warn(f"skipped {len(report.skipped)} malformed line(s) ({first}{', ...' if len(report.skipped) > 3 else ''})")

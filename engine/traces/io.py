@@ -97,7 +97,7 @@ def parse_json_object(line: TraceLine, path: str) -> dict:
     try:
         obj = json.loads(line.text)
     except json.JSONDecodeError as e:
-        raise TraceError(path, line.number, f"expected a JSON object ({e.msg} at column {e.colno})") from e
+        raise TraceError(path, line.number, f"expected a JSON object ({e.msg}, column {e.colno})") from e
     except RecursionError:
         raise TraceError(path, line.number, "expected a JSON object (nested too deeply to parse)") from None
     if not isinstance(obj, dict):

@@ -59,7 +59,7 @@ def read_document(path: str) -> Any:
     except UnicodeDecodeError as e:
         raise TraceError(path, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from e
     except json.JSONDecodeError as e:
-        raise TraceError(path, e.lineno, f"expected a JSON document ({e.msg} at column {e.colno})") from e
+        raise TraceError(path, e.lineno, f"expected a JSON document ({e.msg}, column {e.colno})") from e
 
 
 def first_object(path: str, skip_invalid: bool, skipped: list[SkippedLine]) -> dict:
@@ -81,6 +81,10 @@ def first_object(path: str, skip_invalid: bool, skipped: list[SkippedLine]) -> d
     raise TraceError(path, None, "no valid line in the file")
 
 
+def _blank(path: str) -> bool:
+    return not Path(path).read_bytes().strip() if not path.endswith(".gz") else False
+
+
 def read_log_records(
     files: list[str],
     input_format: str,
@@ -88,16 +92,29 @@ def read_log_records(
     skip_invalid: bool,
     skipped: list[SkippedLine],
     on_bytes: Callable[[int], None],
+    formats: set[str] | None = None,
+    warnings: list[str] | None = None,
 ) -> Iterator[TraceRecord]:
-    """Records from every file, file by file (the caller orders them by arrival)."""
+    """Records from every file, file by file (the caller orders them by arrival).
+
+    In a folder, an empty file (Claude Code leaves some) is passed over with a
+    warning rather than failing the whole folder. ``formats`` collects the
+    formats met.
+    """
     for path in files:
+        if len(files) > 1 and _blank(path):
+            if warnings is not None:
+                warnings.append(f"{path}: empty file passed over")
+            continue
         fmt = input_format
         if fmt == "auto":
             obj = first_object(path, skip_invalid, skipped)
             fmt = detect_format(obj, path, 1)
         if not is_file_level(fmt):
-            raise TraceError(path, None, f"is a {fmt} trace; a folder may hold only agent logs (Claude Code, Codex)")
+            raise TraceError(path, None, f"is a {fmt} trace; a folder may hold only agent logs (Claude Code, Codex, OpenHands, SWE-agent)")
         reader = READERS[fmt]
+        if formats is not None:
+            formats.add(fmt)
         for item in reader.read_records(path, _objects(path, skip_invalid, skipped, on_bytes), options):
             if isinstance(item, SkippedLine):
                 if not skip_invalid:

@@ -89,6 +89,8 @@ class RequestStream:
     skipped: list[SkippedLine] = field(default_factory=list)
     bytes_read: int = 0
     tokenizers: dict[str, SegmentTokenizer] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    formats_seen: set[str] = field(default_factory=set)
     _prefix_memo: PrefixHashMemo = field(default_factory=PrefixHashMemo)
 
     def __post_init__(self) -> None:
@@ -166,7 +168,7 @@ class RequestStream:
             yield from read_log_records(
                 self._files, self.format if self.options.input_format != "auto" else "auto",
                 ReaderOptions(assume_prefix_tokens=self.options.assume_prefix_tokens),
-                self.options.skip_invalid, self.skipped, self._add_bytes,
+                self.options.skip_invalid, self.skipped, self._add_bytes, self.formats_seen, self.warnings,
             )
             return
         parse = line_parser(self.format)
@@ -185,16 +187,62 @@ class RequestStream:
                     raise
                 self.skipped.append(SkippedLine(line.number, e.message))
 
-    def billed_records(self) -> Iterator[TraceRecord]:
-        """Records with the batch output's usage attached (when one is given)."""
-        if self.options.batch_output is None:
-            return self.records()
-        from kvcache.engine.traces import anthropic_messages, bodies, openai_chat
+    @property
+    def format_label(self) -> str:
+        """The format, or ``a+b`` when a folder mixes agent-log formats."""
+        if len(self.formats_seen) > 1:
+            return "+".join(sorted(self.formats_seen))
+        return self.format or "unknown"
 
-        loaders = {openai_chat.NAME: openai_chat.load_batch_output, anthropic_messages.NAME: anthropic_messages.load_batch_results}
+    def billed_records(self) -> Iterator[TraceRecord]:
+        """Records with the batch output's usage attached (when one is given).
+
+        A ``custom_id`` that repeats in the input would be billed twice, so it is
+        an error; output rows that match no input line, and input lines with no
+        output row, are counted in ``warnings``.
+        """
+        if self.options.batch_output is None:
+            yield from self.records()
+            return
+        from kvcache.engine.traces import anthropic_messages, openai_chat
+
+        loaders = {"openai-chat": openai_chat.load_batch_output, "openai-responses": openai_chat.load_batch_output,
+                   anthropic_messages.NAME: anthropic_messages.load_batch_results}
         if self.format not in loaders:
             raise ConfigError(f"--batch-output pairs OpenAI or Anthropic batch files; this trace is {self.format}")
-        return bodies.attach_billed(self.records(), loaders[self.format](self.options.batch_output))
+        mapping = loaders[self.format](self.options.batch_output)
+        seen: set[str] = set()
+        unbilled = 0
+        for rec in self.records():
+            if rec.request_id in seen:
+                raise TraceError(self.path, rec.line, f"custom_id {rec.request_id!r} appears twice in the batch input")
+            seen.add(rec.request_id)
+            usage = mapping.get(rec.request_id)
+            if usage is not None:
+                rec.billed = usage
+            else:
+                unbilled += 1
+            yield rec
+        unmatched = len(set(mapping) - seen)
+        if unmatched:
+            self.warnings.append(f"{unmatched} row(s) of {self.options.batch_output} match no input line (by custom_id)")
+        if unbilled:
+            self.warnings.append(f"{unbilled} input line(s) have no billed row in {self.options.batch_output}")
+
+    def _once_per_call(self, records: list[TraceRecord]) -> list[TraceRecord]:
+        """Drop calls read before from another file (a resumed session copies them)."""
+        first: dict[str, str | None] = {}
+        out = []
+        repeats = 0
+        for r in records:
+            if r.request_id in first and first[r.request_id] != r.path:
+                repeats += 1
+                continue
+            first.setdefault(r.request_id, r.path)
+            out.append(r)
+        if repeats:
+            self.warnings.append(f"{repeats} call(s) appear in more than one file; each is counted once")
+        return out
 
     def ordered_records(self) -> Iterator[TraceRecord]:
         """Records in arrival order (file order among equal or missing arrivals).
@@ -203,6 +251,8 @@ class RequestStream:
         """
         if self.options.sort or self._files:
             buffered = list(self.billed_records())
+            if self._files:
+                buffered = self._once_per_call(buffered)
             last = 0.0
             for r in buffered:  # a missing arrival inherits the previous one
                 last = r.arrival if r.arrival is not None else last
