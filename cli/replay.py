@@ -65,7 +65,7 @@ def replay(
     kv_memory: str | None = typer.Option(None, "--kv-memory", help="Pool size as KV memory, e.g. 80GiB; needs --model-shape."),
     model_shape: str | None = typer.Option(None, "--model-shape", help="Model whose KV shape sizes a block, e.g. llama-3.1-8b (see engine/data/model_shapes.json)."),
     kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV dtype for --kv-memory (bfloat16, float16, fp8, float32; default: the model's)."),
-    tokenizer: str = typer.Option("auto", "--tokenizer", help="Vocabulary for native traces: auto (by each request's model: o200k_base for GPT-4o/4.1/5 and o-series, else cl100k_base), cl100k_base, o200k_base, or a path to a Hugging Face tokenizer.json (needs the hf extra)."),
+    tokenizer: str = typer.Option("auto", "--tokenizer", help="Vocabulary for traces of text (native, agent logs, request bodies): auto (by each request's model: o200k_base for GPT-4o/4.1/5 and o-series, else cl100k_base), cl100k_base, o200k_base, or a path to a Hugging Face tokenizer.json (needs the hf extra)."),
     hash_algo: HashChoice = typer.Option(HashChoice.xxh3_128, "--hash", help="Block hash: xxh3_128 (fast) or sha256 (vLLM's default, bit-exact). Hit results are identical."),
     free_order: FreeOrderChoice = typer.Option(FreeOrderChoice.current, "--free-order", help="current: vLLM>=0.28 puts freed unhashed blocks at the free-queue head; classic: vLLM<=0.27 appends every freed block."),
     hit_cap: HitCapChoice = typer.Option(HitCapChoice.auto, "--hit-cap", help="vllm: hits stop at prompt-1 tokens on full blocks; none: every trace block may hit (Mooncake convention); auto: none for block-hash traces, vllm otherwise."),

@@ -134,3 +134,14 @@ def test_openai_breakpoint_caching_from_gpt_5_6() -> None:
     assert cached("openai", reqs) == [0, 0]
     reqs = [req("a", system + [1], 0, model="gpt-5.1"), req("b", system + [2], 5, model="gpt-5.1")]
     assert cached("openai", reqs) == [0, 1280]
+
+
+def test_every_fact_has_a_source_and_a_date() -> None:
+    import json
+    from importlib import resources
+
+    data = json.loads(resources.files("kvcache.engine").joinpath("data/providers.json").read_text())
+    entries = [*data["providers"].values(), data["vllm"]]
+    entries += [o for e in data["providers"].values() for o in e.get("model_overrides", {}).values() if "same_as" not in o]
+    for entry in entries:
+        assert entry["source"] and entry["as_of"]
