@@ -72,7 +72,7 @@ def replay(
     provider: ProviderChoice = typer.Option(ProviderChoice.vllm, "--provider", help="Whose cache to model: vllm (the block pool: capacity and LRU) or a hosted provider's rules (minimum prefix, granularity, TTL, Anthropic's breakpoints; engine/data/providers.json)."),
     provider_ttl: str | None = typer.Option(None, "--provider-ttl", help="A hosted provider's cache TTL: 1h for Anthropic's extended cache, 24h for OpenAI's extended retention. Default: the provider's (5 min for Anthropic)."),
     batch_output: str | None = typer.Option(None, "--batch-output", metavar="FILE", help="OpenAI Batch output or Anthropic Message Batches results JSONL: its billed usage is paired with the input lines by custom_id."),
-    assume_prefix_tokens: int | None = typer.Option(None, "--assume-prefix-tokens", min=0, help="Agent logs: prompt tokens the log leaves out (Claude Code's system prompt and tools). Default: inferred from the first call's billed cache read + write."),
+    assume_prefix_tokens: int | None = typer.Option(None, "--assume-prefix-tokens", min=0, help="Agent logs: prompt tokens the log leaves out (Claude Code's system prompt and tools). Default: inferred from the first call's billed prompt minus the tokens the log shows."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Skip malformed lines (reported as skipped_lines) instead of failing."),
     sort: bool = typer.Option(False, "--sort", help="Buffer the trace and sort it by arrival; without it arrivals must not go backwards."),
     top: int = typer.Option(10, "--top", min=0, help="Sessions and orgs shown in the table."),
@@ -84,7 +84,9 @@ def replay(
     overlap in time yet). Each request looks up the longest cached prefix of its
     prompt with vLLM v1's rules (16-token blocks, chained hashes, org as cache
     salt, LRU eviction), then its prompt blocks, and its output blocks when the
-    trace records the reply, are cached when it completes.
+    trace records the reply, are cached when it completes. With --provider the
+    same prompts meet a hosted provider's cache rules instead. When the trace
+    records what the provider billed, the prediction is reported beside the bill.
     """
     from kvcache.analyzers.billing import BilledComparison
     from kvcache.analyzers.hit_rates import HitRateReport
