@@ -36,14 +36,17 @@ PROVIDER_NOTE = (
 )
 BREAKPOINT_NOTE = (
     "{provider} writes cache entries only at breakpoints: the logged markers, else the end of each prompt; "
-    "its lookback walks kvcache's segments (two per message), an approximation of the API's content blocks"
+    "its lookback walks kvcache's segments (two per message), an approximation of the API's content blocks "
+    "(token-id and block-hash traces have no segments: any earlier write is reachable)"
 )
 
 
-def notes_for(input_format: str, hit_cap: str, tokenizers: list[str], provider: str = "vllm") -> list[str]:
+def notes_for(
+    input_format: str, hit_cap: str, tokenizers: list[str], provider: str = "vllm", breakpoints_used: bool = False
+) -> list[str]:
     """The caveats that apply to a run, printed under the table and kept in JSON."""
     notes = [SEQUENTIAL_NOTE] if provider == "vllm" else [PROVIDER_NOTE.format(provider=provider)]
-    if provider in ("anthropic", "openai"):
+    if breakpoints_used:
         notes.append(BREAKPOINT_NOTE.format(provider=provider if provider == "anthropic" else "openai (GPT-5.6 and later)"))
     if hit_cap == "none":
         notes.append(NO_CAP_NOTE)
@@ -86,7 +89,7 @@ class ReplayReport:
             "capacity_blocks": self.config.num_blocks,
             "usable_blocks": self.config.usable_blocks,
             "evicted_blocks": self.stats.evicted_blocks,
-            "peak_cached_blocks": self.stats.peak_cached_blocks,
+            "peak_cached_blocks": self.stats.peak_cached_blocks if self.provider == "vllm" else None,
             "rejected_requests": self.stats.rejected_requests,
             "skipped_lines": len(self.skipped),
             **(self.billing or BilledComparison()).billed_fields(),

@@ -110,7 +110,7 @@ class Output:
             t.add_row("peak cached blocks", f"{s['peak_cached_blocks']:,}", "most distinct block hashes cached at once")
         else:
             t.add_row("provider", s["provider"], "hosted cache rules from engine/data/providers.json")
-            t.add_row("expired entries", f"{s['evicted_blocks']:,}", "cache entries dropped after their TTL")
+            t.add_row("expired entries", f"{s['evicted_blocks']:,}", "entries pruned after their TTL (swept every 5 min of trace time)")
         if s["rejected_requests"]:
             t.add_row("rejected requests", f"{s['rejected_requests']:,}", "too large for the whole pool")
         t.add_row("skipped lines", f"{s['skipped_lines']:,}", "malformed lines skipped by --skip-invalid")

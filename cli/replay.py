@@ -158,8 +158,9 @@ def replay(
     report = ReplayReport(
         trace=trace, input_format=stream.format_label, config=config, hit_cap=stream.hit_cap,
         hit_rates=hit_rates, stats=replayer.stats,
-        skipped=[{"line": s.line, "reason": s.reason} for s in stream.skipped],
-        notes=notes_for(stream.format or "", stream.hit_cap, sorted(stream.tokenizers), provider.value),
+        skipped=[{"line": s.line, "reason": s.reason, **({"path": s.path} if s.path else {})} for s in stream.skipped],
+        notes=notes_for(stream.format or "", stream.hit_cap, sorted(stream.tokenizers), provider.value,
+                        bool(getattr(replayer, "breakpoint_models", None))),
         implementation=replayer.implementation, billing=billing, provider=provider.value,
         warnings=stream.warnings,
     )

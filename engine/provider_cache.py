@@ -83,7 +83,9 @@ class ProviderRules:
             f = {**f, **override}
         ttls = f["ttl_seconds"]
         if ttl is not None and ttl not in ttls:
-            raise ConfigError(f"{name} has no TTL {ttl!r}; choose one of {', '.join(ttls)}")
+            if override is None:
+                raise ConfigError(f"{name} has no TTL {ttl!r}; choose one of {', '.join(ttls)}")
+            ttl = None  # a model whose rules know one TTL keeps it (e.g. GPT-5.6's 30 minutes)
         return cls(name, f["mode"], _by_model(f["min_prefix_tokens"], model), f["granularity_tokens"],
                    f.get("first_increment_tokens", 0), float(ttls[ttl or "default"]), f.get("lookback_blocks"))
 
@@ -117,6 +119,7 @@ class ProviderReplayer:
         self.ttl = ttl
         ProviderRules.load(provider, None, ttl)  # fail early on a bad name or TTL
         self.stats = ReplayStats()
+        self.breakpoint_models: set[str | None] = set()  # models replayed with breakpoint caching
         # (org, model, block key) -> when the entry expires
         self._entries: dict[tuple[Any, Any, Any], float] = {}
         self._pruned_at = float("-inf")
@@ -148,6 +151,7 @@ class ProviderReplayer:
                 while hit < len(keys) and alive(keys[hit]):
                     hit += 1
             else:  # breakpoints: the longest prefix some earlier request wrote
+                self.breakpoint_models.add(req.model)
                 marks = req.breakpoint_tokens or [req.kv_prompt_tokens]
                 writes = [min(t, req.kv_prompt_tokens) // bs for t in marks]
                 hit = _breakpoint_read(keys, marks, writes, req.segment_ends, rules.lookback_blocks, bs, alive)

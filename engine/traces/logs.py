@@ -81,6 +81,11 @@ def first_object(path: str, skip_invalid: bool, skipped: list[SkippedLine]) -> d
     raise TraceError(path, None, "no valid line in the file")
 
 
+def is_blank(path: str) -> bool:
+    """Whether a file holds nothing but whitespace (Claude Code leaves such files)."""
+    return _blank(path)
+
+
 def _blank(path: str) -> bool:
     return not Path(path).read_bytes().strip() if not path.endswith(".gz") else False
 

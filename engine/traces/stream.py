@@ -19,7 +19,7 @@ from kvcache.engine.hashing import BlockHash, hash_token_blocks
 from kvcache.engine.request import Request, kv_token_count
 from kvcache.engine.traces.detect import FORMATS, HASH_ID_FORMATS, detect_format, line_parser
 from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
-from kvcache.engine.traces.logs import first_object, is_document, is_file_level, log_files, read_log_records
+from kvcache.engine.traces.logs import first_object, is_blank, is_document, is_file_level, log_files, read_log_records
 from kvcache.engine.traces.prefix_memo import PrefixHashMemo
 from kvcache.engine.traces.records import ReaderOptions, SkippedLine, TraceRecord
 from kvcache.engine.traces.tokenizer import TOKENIZERS, SegmentTokenizer, tokenizer_for_model
@@ -100,7 +100,9 @@ class RequestStream:
             self._files = log_files(self.path) if Path(self.path).is_dir() else [self.path]
             fmt = self.options.input_format
             if fmt == "auto":
-                fmt = detect_format(first_object(self._files[0], self.options.skip_invalid, self.skipped), self._files[0], 1)
+                # Detect from the first file that holds anything (empty ones are passed over).
+                probe = next((f for f in self._files if not is_blank(f)), self._files[0])
+                fmt = detect_format(first_object(probe, self.options.skip_invalid, self.skipped), probe, 1)
             self.format = fmt
             return
         self._lines: Iterator[TraceLine] = iter_lines(self.path)
@@ -230,15 +232,24 @@ class RequestStream:
             self.warnings.append(f"{unbilled} input line(s) have no billed row in {self.options.batch_output}")
 
     def _once_per_call(self, records: list[TraceRecord]) -> list[TraceRecord]:
-        """Drop calls read before from another file (a resumed session copies them)."""
-        first: dict[str, str | None] = {}
+        """Drop calls read before from another file (a resumed session copies them).
+
+        A copy is the same API call: the same id, arrival and bill. Records
+        without a bill or an arrival (SWE-agent, whose ids are per file) are
+        never merged, so two different runs cannot be mistaken for one.
+        """
+        first: dict[tuple[object, ...], str | None] = {}
         out = []
         repeats = 0
         for r in records:
-            if r.request_id in first and first[r.request_id] != r.path:
+            if r.billed is None or r.arrival is None:
+                out.append(r)
+                continue
+            key = (r.request_id, r.arrival, r.billed)
+            if key in first and first[key] != r.path:
                 repeats += 1
                 continue
-            first.setdefault(r.request_id, r.path)
+            first.setdefault(key, r.path)
             out.append(r)
         if repeats:
             self.warnings.append(f"{repeats} call(s) appear in more than one file; each is counted once")

@@ -77,3 +77,35 @@ def test_options_that_do_not_apply_are_usage_errors(tmp_path: Path) -> None:
     hashed.write_text('{"timestamp": 0, "input_length": 10, "hash_ids": [1]}\n')
     r = runner.invoke(app, ["replay", str(hashed), "--tokenizer", "o200k_base"])
     assert r.exit_code == 2 and "already tokenized or hashed" in r.stderr
+
+
+def test_an_empty_file_sorted_first_is_passed_over(tmp_path: Path, shared_traces: Path) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("")
+    shutil.copy(shared_traces / "claude_code" / "short.jsonl", folder / "b.jsonl")
+    s, err = run_json(str(folder))
+    assert s["requests"] == 1 and "a.jsonl: empty file passed over" in err
+
+
+def test_runs_with_the_same_file_name_are_not_merged(tmp_path: Path, shared_traces: Path) -> None:
+    # SWE-agent ids are per file ({stem}/{n}) and carry no bill: never merged.
+    sw = shared_traces / "sweagent"
+    for i, name in enumerate(sorted(p.name for p in sw.glob("*.traj"))):
+        (tmp_path / f"r{i}").mkdir()
+        shutil.copy(sw / name, tmp_path / f"r{i}" / "instance.traj")
+    each = [run_json(str(p))[0]["requests"] for p in sorted(sw.glob("*.traj"))]
+    s, err = run_json(str(tmp_path))
+    assert s["requests"] == sum(each) and "more than one file" not in err
+
+
+def test_provider_notes_follow_what_was_modelled(tmp_path: Path) -> None:
+    rows = [{"request_id": str(i), "model": m, "messages": [{"role": "user", "content": "hello " * 300}]}
+            for i, m in enumerate(["gpt-4o", "gpt-5.6"])]
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows[:1]))
+    s, _ = run_json(str(trace), "--provider", "openai")
+    assert not any("breakpoints" in n for n in s["notes"]) and s["peak_cached_blocks"] is None
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s, _ = run_json(str(trace), "--provider", "openai", "--provider-ttl", "24h")  # GPT-5.6 keeps its own TTL
+    assert any("GPT-5.6" in n for n in s["notes"])
