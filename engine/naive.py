@@ -145,13 +145,14 @@ class NaivePrefixCache:
         head_group: list[_Block] = []
         for b in reversed(blocks):
             b.ref_cnt -= 1
-            if b.ref_cnt == 0:
-                if b.block_hash is None and self.free_order == "current":
-                    head_group.append(b)
-                elif self.unbounded and b.block_hash is None:
-                    pass  # classic + unbounded: behind an endless fresh range
-                else:
-                    self.free.append(b)
+            if b.ref_cnt != 0:
+                continue
+            if b.block_hash is None and self.free_order == "current":
+                head_group.append(b)
+            elif b.block_hash is not None or not self.unbounded:
+                self.free.append(b)
+            # else: classic order in an unbounded pool queues an unhashed block
+            # behind an endless fresh range, so it is never reused: drop it.
         for b in reversed(head_group):
             self.free.prepend(b)
         return [b.block_id for b in hits], [b.block_id for b in new]
