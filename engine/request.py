@@ -30,6 +30,9 @@ class Request:
             token-id and hash-id traces); a provider's lookback walks these.
         billed_prompt_tokens, billed_cached_tokens: what the provider billed for
             this call, when the trace records it (passed through to the result).
+        token_ids: the prompt's token ids followed by the recorded output tokens
+            (when the trace records them); filled only when a model will run
+            (``--compute``), since the engine itself needs only ``block_keys``.
     """
 
     request_id: str
@@ -47,6 +50,7 @@ class Request:
     segment_ends: list[int] | None = None
     billed_prompt_tokens: int | None = None
     billed_cached_tokens: int | None = None
+    token_ids: list[int] | None = None
     num_computed_tokens: int = field(default=0)
 
     @property
@@ -68,7 +72,9 @@ class RequestResult:
     ``blocks`` counts the full prompt blocks (the denominator of block_hit_rate);
     ``first_miss_block`` is the index of the first prompt block that missed, or
     ``None`` when every full prompt block hit. The billed fields repeat the
-    request's, so that predictions and bills travel together.
+    request's, so that predictions and bills travel together. ``ttft_s`` (arrival
+    to first output token) and ``e2e_s`` (arrival to last token) come from the
+    scheduler's simulated clock; ``preemptions`` counts recompute preemptions.
     """
 
     request_id: str
@@ -83,3 +89,7 @@ class RequestResult:
     rejected: bool = False
     billed_prompt_tokens: int | None = None
     billed_cached_tokens: int | None = None
+    # Filled by the scheduler (simulated clock, seconds); ``None`` in sequential replay.
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    preemptions: int = 0
