@@ -22,7 +22,7 @@ from kvcache.engine.traces.io import TraceLine, iter_lines, parse_json_object
 from kvcache.engine.traces.logs import first_object, is_blank, is_document, is_file_level, log_files, read_log_records
 from kvcache.engine.traces.prefix_memo import PrefixHashMemo
 from kvcache.engine.traces.records import ReaderOptions, SkippedLine, TraceRecord
-from kvcache.engine.traces.tokenizer import TOKENIZERS, SegmentTokenizer, tokenizer_for_model
+from kvcache.engine.traces.tokenizer import TOKENIZERS, SegmentTokenizer, is_registered, pseudo_tokens, tokenizer_for_model
 
 
 @dataclass(slots=True)
@@ -47,6 +47,11 @@ class StreamOptions:
         skip_invalid: skip malformed lines (they are counted) instead of failing.
         sort: buffer the trace and sort it by arrival (stable) instead of
             requiring arrivals in file order.
+        keep_token_ids: put each request's token ids (prompt, then the recorded
+            reply) on the request, for a model that runs them (``--compute``).
+            Block-hash traces carry no tokens: each hash id stands for
+            ``block_size`` stable stand-in ids drawn from it (see
+            :func:`hash_id_tokens`), so equal blocks hold equal tokens.
     """
 
     input_format: str = "auto"
@@ -59,13 +64,14 @@ class StreamOptions:
     batch_output: str | None = None
     skip_invalid: bool = False
     sort: bool = False
+    keep_token_ids: bool = False
 
     def __post_init__(self) -> None:
         if self.input_format != "auto" and self.input_format not in FORMATS:
             raise ConfigError(f"unknown input format {self.input_format!r}; choose auto or one of {', '.join(FORMATS)}")
         if self.hit_cap not in HIT_CAPS:
             raise ConfigError(f"unknown hit cap {self.hit_cap!r}; choose one of {', '.join(HIT_CAPS)}")
-        if self.tokenizer not in ("auto", *TOKENIZERS) and not self.tokenizer.endswith(".json"):
+        if self.tokenizer not in ("auto", *TOKENIZERS) and not self.tokenizer.endswith(".json") and not is_registered(self.tokenizer):
             raise ConfigError(
                 f"unknown tokenizer {self.tokenizer!r}; choose auto, {', '.join(TOKENIZERS)} or a path to a tokenizer.json"
             )
@@ -331,6 +337,10 @@ class RequestStream:
             keys = hash_token_blocks(prompt + list(tail), bs, self.options.hash_algo, salt, rec.lora_name)
         if outputs is None:
             keys.extend(_unknown_output_keys(index, len(keys), kv_tokens // bs))
+        token_ids = None
+        if self.options.keep_token_ids:
+            token_ids = list(itertools.chain.from_iterable(pieces)) if pieces is not None else list(prompt)
+            token_ids.extend(tail)
         cap = n_prompt - 1 if self.hit_cap == "vllm" else n_prompt
         billed = rec.billed
         breakpoint_tokens = None
@@ -344,6 +354,7 @@ class RequestStream:
             segment_ends=ends,
             billed_prompt_tokens=billed.prompt_tokens if billed else None,
             billed_cached_tokens=billed.cached_tokens if billed else None,
+            token_ids=token_ids,
         )
 
     def _hash_id_request(self, rec: TraceRecord, index: int) -> Request:
@@ -372,11 +383,26 @@ class RequestStream:
             cap = n_prompt - 1
         kv_tokens = kv_token_count(kv_prompt, n_out)
         keys.extend(_unknown_output_keys(index, len(keys), kv_tokens // bs))
+        token_ids = hash_id_tokens(ids, org, bs, kv_prompt) if self.options.keep_token_ids else None
         return Request(
             request_id=rec.request_id, block_keys=keys, prompt_tokens=n_prompt, kv_prompt_tokens=kv_prompt,
             output_tokens=n_out, hit_cap_tokens=cap, session_id=rec.session_id, org=org,
-            arrival=rec.arrival or 0.0,
+            arrival=rec.arrival or 0.0, token_ids=token_ids,
         )
+
+
+def hash_id_tokens(hash_ids: Sequence[object], org: str | None, block_size: int, num_tokens: int) -> list[int]:
+    """Stand-in token ids for a block-hash trace's prompt, ``num_tokens`` long.
+
+    Hash id ``h`` (salted by the org, as the block keys are) always becomes the
+    same ``block_size`` ids, so two requests that share a prefix of hash ids share
+    those tokens exactly, and a model computes identical K/V for them. A prompt
+    that ends inside its last block takes that block's leading ids.
+    """
+    out: list[int] = []
+    for h in hash_ids:
+        out.extend(pseudo_tokens(f"{org or ''}\x00{h}", block_size))
+    return out[:num_tokens]
 
 
 def _unknown_output_keys(index: int, start: int, end: int) -> list[BlockHash]:

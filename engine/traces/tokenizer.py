@@ -78,9 +78,28 @@ def _hf_json(path: str) -> Callable[[str], list[int]]:
     return lambda text: tok.encode(text, add_special_tokens=False).ids
 
 
+# Encoders registered at run time under a name, e.g. a real model's own tokenizer
+# read from its GGUF file (``--compute --model x.gguf``).
+_REGISTERED: dict[str, Callable[[str], list[int]]] = {}
+
+
+def register_encoder(name: str, encode: Callable[[str], list[int]]) -> None:
+    """Make ``encode`` available as tokenizer ``name`` (it must not clash with a built-in)."""
+    if name in TOKENIZERS or name == "auto" or name.endswith(".json"):
+        raise KVCacheError(f"cannot register a tokenizer named {name!r}: the name is taken")
+    _REGISTERED[name] = encode
+    load_encoder.cache_clear()
+
+
+def is_registered(name: str) -> bool:
+    return name in _REGISTERED
+
+
 @lru_cache(maxsize=None)
 def load_encoder(name: str) -> Callable[[str], list[int]]:
     """``text -> token ids`` for a vocabulary name or a ``tokenizer.json`` path."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     if name == "cl100k_base":
         return _cl100k()
     if name == "o200k_base":
