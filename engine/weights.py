@@ -253,13 +253,20 @@ def gguf_config(fields: dict[str, Any], source: str, *, tied: bool) -> ModelConf
             num_key_value_heads=key("attention.head_count_kv", heads),
             head_dim=head_dim,
             intermediate_size=key("feed_forward_length"),
-            rope_theta=key("rope.freq_base", 10000.0),
-            rms_norm_eps=key("attention.layer_norm_rms_epsilon"),
+            rope_theta=_f32(key("rope.freq_base", 10000.0)),
+            rms_norm_eps=_f32(key("attention.layer_norm_rms_epsilon")),
             tie_word_embeddings=tied,
             max_position_embeddings=key("context_length"),
         )
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def _f32(value: float) -> float:
+    # GGUF stores these as float32: 1e-5 reads back as 9.99999974e-06. The
+    # shortest decimal that round-trips in float32 is the value the model was
+    # published with.
+    return float(str(np.float32(value)))
 
 
 def _gguf_name(name: str) -> str | None:
