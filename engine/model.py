@@ -212,9 +212,6 @@ class LlamaModel(nn.Module):
 
     Build it on ``device="meta"`` and ``load_state_dict(..., assign=True)`` to
     skip the random initialisation a checkpoint would overwrite anyway.
-
-    Attributes:
-        attention_impl: passed to ``paged_attention(impl=...)``.
     """
 
     def __init__(self, config: ModelConfig, device: torch.device | str | None = None) -> None:
@@ -223,11 +220,10 @@ class LlamaModel(nn.Module):
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, device=device)
         self.layers = nn.ModuleList(DecoderLayer(config, device) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, device)
-        self.lm_head = (
-            None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False, device=device)
-        )
+        self.lm_head = None
+        if not config.tie_word_embeddings:
+            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False, device=device)
         self.scale = config.head_dim**-0.5
-        self.attention_impl = "auto"
 
     def forward(
         self,
@@ -235,6 +231,9 @@ class LlamaModel(nn.Module):
         positions: torch.Tensor,
         kv_caches: Sequence[tuple[torch.Tensor, torch.Tensor]],
         attn: AttentionMetadata,
+        *,
+        logits_indices: torch.Tensor | None = None,
+        impl: str = "auto",
     ) -> torch.Tensor:
         """Logits of a packed batch, reading and extending the paged KV cache.
 
@@ -243,9 +242,11 @@ class LlamaModel(nn.Module):
             positions: int64 ``[T]``, each token's position in its sequence.
             kv_caches: one ``(k_cache, v_cache)`` per layer, each ``[num_blocks, block_size, Hkv, D]``.
             attn: where the tokens go and which blocks each sequence attends over.
+            logits_indices: int64 ``[N]``; when given, used instead of ``attn.logits_indices``.
+            impl: the paged-attention implementation (see :func:`kvcache.kernels.paged_attention`).
 
         Returns:
-            fp32 logits ``[N, V]`` for the rows in ``attn.logits_indices``, or ``[T, V]``.
+            fp32 logits ``[N, V]`` for the selected rows, or ``[T, V]`` when none are selected.
         """
         from kvcache.kernels import paged_attention, store_kv
 
@@ -264,14 +265,15 @@ class LlamaModel(nn.Module):
                 store_kv(k, v, k_cache, v_cache, attn.slot_mapping)
                 return paged_attention(
                     q, k_cache, v_cache, attn.block_table, attn.seq_lens,
-                    cu_seqlens_q=attn.cu_seqlens_q, scale=self.scale, impl=self.attention_impl,
+                    cu_seqlens_q=attn.cu_seqlens_q, scale=self.scale, impl=impl,
                 )  # fmt: skip
 
             return attend
 
         h = self._layers(input_ids, positions, attend_layer)
-        if attn.logits_indices is not None:
-            h = h[attn.logits_indices]  # only these rows pay for the [*, V] matmul
+        rows = attn.logits_indices if logits_indices is None else logits_indices
+        if rows is not None:
+            h = h[rows]  # only these rows pay for the [*, V] matmul
         return self._logits(h)
 
     def forward_dense(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -287,9 +289,12 @@ class LlamaModel(nn.Module):
 
         return self._logits(self._layers(input_ids, positions, lambda i: attend))
 
-    def _layers(self, input_ids: torch.Tensor, positions: torch.Tensor, attend_layer: Callable[[int], Attend]) -> torch.Tensor:
+    def _layers(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, attend_layer: Callable[[int], Attend]
+    ) -> torch.Tensor:
         d = self.config.head_dim
-        inv_freq = self.config.rope_theta ** -(torch.arange(0, d, 2, device=positions.device, dtype=torch.float32) / d)
+        exponents = torch.arange(0, d, 2, device=positions.device, dtype=torch.float32) / d
+        inv_freq = self.config.rope_theta**-exponents  # [D/2]
         angles = positions.float()[:, None] * inv_freq[None, :]  # [T, D/2], shared by every layer
         cos, sin = angles.cos(), angles.sin()
         h = self.embed_tokens(input_ids)  # [T, hidden]

@@ -30,7 +30,8 @@ _GPT2 = frozenset({"gpt-2", "gpt2"})
 # Llama 3's regex (its tokenizer.json Split pattern; llama.cpp LLAMA_VOCAB_PRE_TYPE_LLAMA3).
 _LLAMA3 = frozenset({"llama-bpe", "llama3"})
 _LLAMA3_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 
@@ -38,7 +39,9 @@ def _tokenizers() -> Any:
     try:
         import tokenizers
     except ImportError as e:
-        raise ConfigError("a real model's tokenizer needs the 'tokenizers' package: pip install 'kvcache[torch]'") from e
+        raise ConfigError(
+            "a real model's tokenizer needs the 'tokenizers' package: pip install 'kvcache[torch]'"
+        ) from e
     return tokenizers
 
 
@@ -112,7 +115,8 @@ class ModelTokenizer:
             pre = byte_level
         elif pre_name in _LLAMA3:
             split = tk.pre_tokenizers.Split(tk.Regex(_LLAMA3_REGEX), behavior="isolated", invert=False)
-            pre = tk.pre_tokenizers.Sequence([split, tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+            bytes_only = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+            pre = tk.pre_tokenizers.Sequence([split, bytes_only])
         else:
             raise ConfigError(f"{source}: pre-tokenizer {pre_name!r} is not supported")
 
@@ -129,8 +133,10 @@ class ModelTokenizer:
         tok.pre_tokenizer = pre
         tok.decoder = tk.decoders.ByteLevel()
         # Control tokens (<|im_start|>) must match as whole strings before BPE runs.
-        tok.add_special_tokens([tk.AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == _CONTROL])
-        tok.add_tokens([tk.AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types) if k == _USER_DEFINED])
+        control = [t for t, k in zip(tokens, types) if k == _CONTROL]
+        user = [t for t, k in zip(tokens, types) if k == _USER_DEFINED]
+        tok.add_special_tokens([tk.AddedToken(t, special=True, normalized=False) for t in control])
+        tok.add_tokens([tk.AddedToken(t, special=False, normalized=False) for t in user])
         return cls(
             tok,
             name=name,

@@ -78,7 +78,8 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) 
     if spec == TINY_RANDOM:
         config = ModelConfig.tiny_random()
         model = build_model(config, random_state_dict(config, seed), dtype)
-        return LoadedModel(config, model, None, TINY_RANDOM, f"random weights (seed {seed})", "tiny-random has no tokenizer")
+        source = f"random weights (seed {seed})"
+        return LoadedModel(config, model, None, TINY_RANDOM, source, "tiny-random has no tokenizer")
     path = Path(spec)
     if path.is_dir():
         return _load_hf_dir(path, dtype)
@@ -171,7 +172,8 @@ def _load_hf_dir(path: Path, dtype: torch.dtype) -> LoadedModel:
     name = path.resolve().name
     tokenizer = ModelTokenizer.from_hf_dir(path, name, raw)
     note = None if tokenizer else f"{path} has no tokenizer.json"
-    return LoadedModel(config, model, tokenizer, name, f"Hugging Face checkpoint {path} ({len(files)} safetensors files)", note)
+    source = f"Hugging Face checkpoint {path} ({len(files)} safetensors files)"
+    return LoadedModel(config, model, tokenizer, name, source, note)
 
 
 def _load_gguf(path: Path, dtype: torch.dtype) -> LoadedModel:

@@ -141,6 +141,22 @@ def test_packed_batch_matches_each_alone(model):
     assert rel_err(step, torch.stack([d1[-1], d2[-1]])) <= TOL
 
 
+def test_forward_keywords_select_rows_and_implementation(model):
+    # logits_indices= overrides the metadata's rows; impl= picks the kernel
+    # (the float64 reference must agree with the default torch one).
+    ids, block_size = tokens(11, seed=12), 4
+    caches = poisoned_caches(model, 8, block_size)
+    positions, attn = build_attention_metadata([[6, 1, 4]], [0], [11], block_size)
+    with torch.inference_mode():
+        rows = model(ids, positions, caches, attn, logits_indices=torch.tensor([2, 7]))
+        ref = model(ids, positions, poisoned_caches(model, 8, block_size), attn, impl="reference")
+        dense = model.forward_dense(ids)
+    assert rel_err(rows, dense[[2, 7]]) <= TOL
+    assert rel_err(ref, dense[-1:]) <= TOL
+    with pytest.raises(ValueError, match="unknown impl"):
+        model(ids, positions, caches, attn, impl="nope")
+
+
 def test_metadata_layout():
     # Block size 4, blocks [7, 2, 9]: 5 tokens cached, 4 new -> positions 5..8.
     positions, attn = build_attention_metadata([[7, 2, 9], [3]], [5, 0], [4, 2], 4)
@@ -233,3 +249,20 @@ def test_config_rejects_bad_values(field, value, match):
     kwargs[field] = value
     with pytest.raises(ConfigError, match=match):
         ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"model_type": "gpt_neox"}, "model_type 'gpt_neox'"),
+        ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling"),
+        ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+        ({"num_key_value_heads": 5}, "must divide"),
+        ({"intermediate_size": None}, "intermediate_size"),
+    ],
+)
+def test_hf_config_rejects_what_the_engine_cannot_run(change, match):
+    raw = {**ModelConfig.tiny_random().to_hf(), **change}
+    with pytest.raises(ConfigError, match=rf"config\.json: .*{match}"):
+        ModelConfig.from_hf(raw, "config.json")
+    assert ModelConfig.from_hf(ModelConfig.tiny_random().to_hf()) == ModelConfig.tiny_random()

