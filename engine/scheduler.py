@@ -1,0 +1,481 @@
+"""Continuous batching on a simulated clock, following vLLM v1's scheduler.
+
+One :meth:`Scheduler.step` is one engine step::
+
+    token budget = max_num_batched_tokens
+    1. RUNNING, in order: each asks for (its tokens so far) - (computed), capped by
+       the budget. No blocks? Preempt the NEWEST running request (free its blocks,
+       computed = 0, to the FRONT of waiting) and retry; if that was the request
+       itself, stop scheduling running requests.
+    2. WAITING, in order, only if nothing was preempted in 1: while budget > 0 and
+       fewer than max_num_seqs run: prefix-cache lookup, then the rest of the
+       prompt (a chunk of it with chunked prefill). No blocks: stop admitting.
+    3. Execute: computed += scheduled; a request whose computed tokens reach its
+       length samples one token. The clock advances by the cost model's step time.
+
+A request's tokens, as positions (P prompt tokens, N outputs)::
+
+    |<------------ prompt P ------------>|<-- outputs generated so far (g) -->|
+    [ hit (lookup) ][ prefill chunks ... ][ decode: one token per step ...    ]
+                                         ^ output 1 is sampled from the last prompt
+                                           position; output g+1 from position P+g-1
+
+KV exists for ``P + N - 1`` tokens at the end (the last sample is never computed),
+as :attr:`Request.num_kv_tokens` says. A request preempted after ``g`` outputs
+resumes as a prompt of ``P + g`` tokens: its lookup may hit up to its normal cap
+plus ``g`` (``P + g - 1`` under vLLM's rule).
+
+Requests are pulled lazily from the input as the clock reaches their arrival, so
+memory follows the requests in flight, not the length of the trace. Results come
+out when requests finish (rejections at arrival), not in arrival order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kvcache.engine.config import CacheConfig
+from kvcache.engine.cost_model import FixedStepCost, StepCostModel, StepWork
+from kvcache.engine.kv_cache_manager import KVCacheManager
+from kvcache.engine.request import Request, RequestResult
+from kvcache.engine.sched_config import SchedulerConfig
+
+
+@dataclass(slots=True)
+class ScheduledChunk:
+    """One request's share of a step.
+
+    Attributes:
+        request: the request (its ``token_ids`` hold prompt + recorded outputs).
+        start: tokens computed before this step, prefix-cache hits included; the
+            chunk computes positions ``start .. start + num_tokens - 1``.
+        num_tokens: new tokens computed this step (0 only when a lookup hit every
+            token, which a hit cap of ``prompt - 1`` never allows).
+        block_ids: the request's whole block table after this step's allocation.
+        samples: the chunk ends at the request's last token, so a token is sampled
+            from its last position.
+    """
+
+    request: Request
+    start: int
+    num_tokens: int
+    block_ids: list[int]
+    samples: bool
+
+
+@dataclass(slots=True)
+class ScheduledBatch:
+    """What one step runs: handed to :meth:`StepExecutor.execute`.
+
+    Attributes:
+        step: 0-based step index.
+        time: the simulated clock when the step starts (seconds).
+        chunks: running requests first (queue order), then newly admitted ones.
+    """
+
+    step: int
+    time: float
+    chunks: list[ScheduledChunk]
+
+
+class StepExecutor(Protocol):
+    """Runs the model for the scheduler's steps (e.g. a real model on a paged KV cache)."""
+
+    def execute(self, batch: ScheduledBatch) -> None: ...
+
+    def finish(self, request: Request) -> None: ...
+
+    def preempted(self, request: Request) -> None: ...
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    """Figures gathered while scheduling.
+
+    Attributes:
+        steps, preemptions, rejected, finished: counts.
+        peak_kv_blocks: most distinct blocks held by running requests after a
+            step's allocations (shared hit blocks count once).
+        peak_running, peak_waiting: longest queues seen.
+        prefill_tokens: tokens computed to (re)build prompts, recompute after
+            preemption included; ``decode_tokens`` the one-per-step rest.
+        cached_tokens: prefill tokens skipped thanks to prefix-cache hits, summed
+            over every admission (resumes after preemption included).
+        recomputed_tokens: tokens computed again because a preemption dropped them.
+        evictions: cached hashes dropped when their block was reallocated.
+        busy_s: simulated time spent in steps; ``makespan_s``: first arrival to
+            last finish.
+    """
+
+    steps: int = 0
+    preemptions: int = 0
+    rejected: int = 0
+    finished: int = 0
+    peak_kv_blocks: int = 0
+    peak_running: int = 0
+    peak_waiting: int = 0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+    cached_tokens: int = 0
+    recomputed_tokens: int = 0
+    evictions: int = 0
+    busy_s: float = 0.0
+    makespan_s: float = 0.0
+    first_arrival: float | None = None
+
+
+class _Seq:
+    """Scheduler-side state of one request in flight (the Request stays as given)."""
+
+    __slots__ = ("req", "length", "target", "generated", "cap", "hit_blocks", "prefill_end",
+                 "high_water", "preemptions", "ttft", "done")
+
+    def __init__(self, req: Request) -> None:
+        self.req = req
+        self.length = req.kv_prompt_tokens  # tokens so far: prompt + outputs generated
+        self.target = max(req.output_tokens, 1)
+        self.generated = 0
+        self.cap = req.hit_cap_tokens
+        self.hit_blocks = -1  # first admission's lookup, for the result
+        self.prefill_end = 0  # length at the latest admission
+        self.high_water = 0  # most tokens ever computed (recompute accounting)
+        self.preemptions = 0
+        self.ttft: float | None = None
+        self.done = False
+
+
+class Scheduler:
+    """vLLM-v1-style continuous batching over a :class:`KVCacheManager`.
+
+    ``fast_decode`` (class attribute, on) skips ``allocate_slots`` for a decode
+    token that stays inside its last block, where the call would change nothing;
+    tests turn it off to check that the results are identical.
+
+    Args:
+        cache_config: the prefix cache and pool size.
+        sched_config: budgets (default: vLLM's :class:`SchedulerConfig`).
+        cost_model: prices each step; ``None`` is :class:`FixedStepCost` (10 ms).
+        executor: runs each scheduled batch, e.g. a real model (``None``: simulate).
+    """
+
+    fast_decode = True
+
+    def __init__(
+        self,
+        cache_config: CacheConfig,
+        sched_config: SchedulerConfig | None = None,
+        cost_model: StepCostModel | None = None,
+        executor: StepExecutor | None = None,
+    ) -> None:
+        self.cache_config = cache_config
+        self.config = sched_config or SchedulerConfig()
+        self.cost_model = cost_model if cost_model is not None else FixedStepCost()
+        self.executor = executor
+        self.manager = KVCacheManager(cache_config)
+        self.block_size = cache_config.block_size
+        self.waiting: deque[_Seq] = deque()
+        self.running: list[_Seq] = []
+        self.clock = 0.0
+        self.stats = SchedulerStats()
+        self.kv_blocks_in_use = 0  # distinct blocks held by running requests
+        self._in_flight: set[str] = set()
+        self._last_arrival = -math.inf
+
+    # ------------------------------------------------------------------ arrivals
+    def add_request(self, req: Request) -> RequestResult | None:
+        """Queue a request that has arrived; returns its result if it is rejected.
+
+        A request is rejected when it can never fit: its ``P + N - 1`` KV tokens need
+        more blocks than the whole pool, or, without chunked prefill, more tokens
+        than one step's budget (vLLM refuses such a ``max_model_len`` at start-up).
+
+        Raises:
+            ValueError: arrivals out of order, or a request id already in flight.
+        """
+        if req.arrival < self._last_arrival:
+            raise ValueError(
+                f"request {req.request_id!r} arrives at {req.arrival} before the previous one "
+                f"({self._last_arrival}); the scheduler needs requests in arrival order"
+            )
+        self._last_arrival = req.arrival
+        if self.stats.first_arrival is None:
+            self.stats.first_arrival = req.arrival
+        if req.request_id in self._in_flight:
+            raise ValueError(f"request id {req.request_id!r} is already in flight")
+        kv = req.num_kv_tokens
+        usable = self.cache_config.usable_blocks
+        if (usable is not None and -(-kv // self.block_size) > usable) or (
+            not self.config.enable_chunked_prefill and kv > self.config.max_num_batched_tokens
+        ):
+            self.stats.rejected += 1
+            blocks = req.kv_prompt_tokens // self.block_size
+            return RequestResult(
+                req.request_id, req.session_id, req.org, req.arrival, req.prompt_tokens, 0, 0, blocks,
+                0 if blocks else None, True, req.billed_prompt_tokens, req.billed_cached_tokens,
+            )
+        self._in_flight.add(req.request_id)
+        self.waiting.append(_Seq(req))
+        return None
+
+    def has_unfinished(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def run(self, requests: Iterable[Request]) -> Iterator[RequestResult]:
+        """Schedule ``requests`` (in arrival order) to the end, yielding each result.
+
+        When nothing is queued the clock jumps to the next arrival.
+        """
+        it = iter(requests)
+        nxt = next(it, None)
+        while True:
+            while nxt is not None and nxt.arrival <= self.clock:
+                rejected = self.add_request(nxt)
+                if rejected is not None:
+                    yield rejected
+                nxt = next(it, None)
+            if not self.running and not self.waiting:
+                if nxt is None:
+                    break
+                self.clock = max(self.clock, nxt.arrival)
+                continue
+            yield from self.step()
+        self.stats.evictions = self.manager.pool.num_evicted
+
+    # ------------------------------------------------------------------ one step
+    def _held_blocks_freed(self, req: Request) -> int:
+        """Blocks of ``req`` that freeing it returns to the pool (no other holder)."""
+        ref = self.manager.pool.ref_cnt
+        return sum(1 for b in self.manager.req_to_blocks.get(req.request_id, ()) if ref[b] == 1)
+
+    def _preempt(self, seq: _Seq) -> None:
+        req = seq.req
+        self.kv_blocks_in_use -= self._held_blocks_freed(req)
+        self.manager.free(req)
+        req.num_computed_tokens = 0
+        seq.preemptions += 1
+        self.stats.preemptions += 1
+        self.waiting.appendleft(seq)
+        if self.executor is not None:
+            self.executor.preempted(req)
+
+    def step(self) -> list[RequestResult]:
+        """Schedule, execute and account one engine step; returns the requests it finished."""
+        mgr = self.manager
+        allocate = mgr.allocate_slots
+        bs = self.block_size
+        cfg = self.config
+        threshold = cfg.long_prefill_token_threshold
+        budget = cfg.max_num_batched_tokens
+        running, waiting = self.running, self.waiting
+        scheduled: list[tuple[_Seq, int, int]] = []  # (seq, start, new tokens)
+        preempted = False
+        fast = self.fast_decode
+
+        # 1. Running requests, oldest first.
+        i = 0
+        while i < len(running) and budget > 0:
+            seq = running[i]
+            req = seq.req
+            c = req.num_computed_tokens
+            n = seq.length - c
+            if 0 < threshold < n:
+                n = threshold
+            if n > budget:
+                n = budget
+            if n == 0:
+                i += 1
+                continue
+            # Fast path: a decode token inside the last block neither needs a block
+            # nor completes one, so allocate_slots would change nothing.
+            if not (fast and n == 1 and c % bs and (c + 1) % bs):
+                while True:
+                    new = allocate(req, n)
+                    if new is not None:
+                        self.kv_blocks_in_use += len(new)
+                        break
+                    victim = running.pop()
+                    self._preempt(victim)
+                    preempted = True
+                    if victim is seq:
+                        break
+                if new is None:
+                    break
+            scheduled.append((seq, c, n))
+            budget -= n
+            i += 1
+
+        # 2. Waiting requests, in order, unless this step preempted.
+        if not preempted:
+            ref = mgr.pool.ref_cnt
+            while waiting and budget > 0 and len(running) < cfg.max_num_seqs:
+                seq = waiting[0]
+                req = seq.req
+                assert req.num_computed_tokens == 0, f"waiting request {req.request_id} holds computed tokens"
+                if seq.generated:
+                    req.hit_cap_tokens = seq.cap + seq.generated  # resumed: prompt + outputs so far
+                try:
+                    hits, hit_tokens = mgr.get_computed_blocks(req)
+                finally:
+                    req.hit_cap_tokens = seq.cap
+                n = seq.length - hit_tokens
+                if 0 < threshold < n:
+                    n = threshold
+                if not cfg.enable_chunked_prefill and n > budget:
+                    break
+                if n > budget:
+                    n = budget
+                revived = sum(1 for b in hits if ref[b] == 0)
+                new = allocate(req, n, hits, hit_tokens)
+                if new is None:
+                    mgr.free(req)  # drop the empty block table allocate_slots registered
+                    break
+                self.kv_blocks_in_use += revived + len(new)
+                waiting.popleft()
+                running.append(seq)
+                if seq.hit_blocks < 0:
+                    seq.hit_blocks = len(hits)
+                self.stats.cached_tokens += hit_tokens
+                seq.prefill_end = seq.length
+                scheduled.append((seq, hit_tokens, n))
+                budget -= n
+
+        stats = self.stats
+        if len(running) > stats.peak_running:
+            stats.peak_running = len(running)
+        if len(waiting) > stats.peak_waiting:
+            stats.peak_waiting = len(waiting)
+        if self.kv_blocks_in_use > stats.peak_kv_blocks:
+            stats.peak_kv_blocks = self.kv_blocks_in_use
+        if not scheduled:
+            # Only a step that preempted every running request schedules nothing;
+            # the next step admits from waiting.
+            assert preempted, "a step with queued requests scheduled nothing and preempted nothing"
+            return []
+        return self._execute(scheduled)
+
+    def _execute(self, scheduled: list[tuple[_Seq, int, int]]) -> list[RequestResult]:
+        stats = self.stats
+        work = StepWork()
+        tokens = ctx = pairs = sampled = 0
+        for seq, s, n in scheduled:
+            tokens += n
+            ctx += s
+            pairs += n * s + n * (n + 1) // 2
+            sampled += s + n == seq.length
+        work.num_tokens, work.num_seqs, work.num_sampled = tokens, len(scheduled), sampled
+        work.context_tokens, work.attention_pairs = ctx, pairs
+        if self.executor is not None:
+            table = self.manager.req_to_blocks
+            chunks = [
+                ScheduledChunk(seq.req, s, n, list(table[seq.req.request_id]), s + n == seq.length)
+                for seq, s, n in scheduled
+            ]
+            self.executor.execute(ScheduledBatch(stats.steps, self.clock, chunks))
+        dt = self.cost_model.step_time(work)
+        self.clock += dt
+        stats.busy_s += dt
+        stats.steps += 1
+
+        now = self.clock
+        finished: list[RequestResult] = []
+        prefill = recomputed = 0
+        for seq, s, n in scheduled:
+            end = s + n
+            seq.req.num_computed_tokens = end
+            if s < seq.prefill_end:
+                prefill += min(end, seq.prefill_end) - s
+            if s < seq.high_water:
+                recomputed += min(end, seq.high_water) - s
+            if end > seq.high_water:
+                seq.high_water = end
+            if end == seq.length:  # reached its last token: one output is sampled
+                seq.generated += 1
+                seq.length += 1
+                if seq.generated == 1:
+                    seq.ttft = now - seq.req.arrival
+                if seq.generated >= seq.target:
+                    finished.append(self._finish(seq, now))
+        stats.prefill_tokens += prefill
+        stats.decode_tokens += tokens - prefill
+        stats.recomputed_tokens += recomputed
+        if finished:
+            self.running[:] = [seq for seq in self.running if not seq.done]
+        return finished
+
+    def _finish(self, seq: _Seq, now: float) -> RequestResult:
+        req = seq.req
+        seq.done = True
+        self.kv_blocks_in_use -= self._held_blocks_freed(req)
+        self.manager.free(req)
+        self._in_flight.discard(req.request_id)
+        if self.executor is not None:
+            self.executor.finish(req)
+        stats = self.stats
+        stats.finished += 1
+        assert stats.first_arrival is not None
+        stats.makespan_s = max(stats.makespan_s, now - stats.first_arrival)
+        stats.evictions = self.manager.pool.num_evicted
+        bs = self.block_size
+        n_hit = seq.hit_blocks
+        blocks = req.kv_prompt_tokens // bs
+        return RequestResult(
+            req.request_id, req.session_id, req.org, req.arrival, req.prompt_tokens,
+            min(n_hit * bs, req.prompt_tokens), n_hit, blocks, n_hit if n_hit < blocks else None, False,
+            req.billed_prompt_tokens, req.billed_cached_tokens,
+            ttft_s=seq.ttft, e2e_s=now - req.arrival, preemptions=seq.preemptions,
+        )
+
+
+# ---------------------------------------------------------------------- latency
+def percentile(values: Sequence[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile: the smallest value with at least
+    ``p`` percent of the values at or below it (``sorted[ceil(p/100 * n) - 1]``).
+
+    Nearest rank always returns an observed value (no interpolation).
+
+    Raises:
+        ValueError: no values, or ``p`` outside (0, 100].
+    """
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 < p <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {p}")
+    ordered = sorted(values)
+    return ordered[max(math.ceil(p * len(ordered) / 100), 1) - 1]
+
+
+@dataclass(slots=True)
+class LatencySummary:
+    """Nearest-rank percentiles of TTFT and E2E over the requests that ran.
+
+    ``ttft_s`` and ``e2e_s`` map ``"p50"``, ``"p90"``, ``"p99"`` (or the levels asked
+    for) to seconds; both are empty when no request ran.
+    """
+
+    count: int
+    ttft_s: dict[str, float] = field(default_factory=dict)
+    e2e_s: dict[str, float] = field(default_factory=dict)
+
+
+def latency_summary(results: Iterable[RequestResult], levels: Sequence[float] = (50, 90, 99)) -> LatencySummary:
+    """Percentiles (:func:`percentile`) of TTFT and E2E; rejected requests are left out."""
+    ttft: list[float] = []
+    e2e: list[float] = []
+    for r in results:
+        if r.rejected or r.ttft_s is None or r.e2e_s is None:
+            continue
+        ttft.append(r.ttft_s)
+        e2e.append(r.e2e_s)
+    out = LatencySummary(len(ttft))
+    if ttft:
+        ttft.sort()
+        e2e.sort()
+        for p in levels:
+            key = f"p{p:g}"
+            out.ttft_s[key] = percentile(ttft, p)
+            out.e2e_s[key] = percentile(e2e, p)
+    return out
