@@ -19,6 +19,15 @@ SEQUENTIAL_NOTE = (
     "sequential replay: requests run one at a time in arrival order and never overlap; "
     "each request's prompt (and recorded output) blocks are cached when it completes"
 )
+SCHEDULED_NOTE = (
+    "scheduled replay: vLLM v1 continuous batching (token budget, chunked prefill, recompute preemption) on a "
+    "simulated clock priced by a roofline model of {shape} on {hardware}; requests overlap, so hits can differ "
+    "from --sequential (a request cannot hit blocks another has not yet been scheduled to write)"
+)
+COMPUTE_NOTE = (
+    "--compute ran {model} on this machine's CPU (fp32) with its K/V in the pool's pages; "
+    "token ids outside the model's vocabulary are folded into it (equal ids, equal K/V)"
+)
 NO_CAP_NOTE = (
     "hit cap 'none': every trace block can hit, including a fully repeated prompt "
     "(the block-hash trace convention); --hit-cap vllm recomputes the last prompt token as vLLM does"
@@ -42,10 +51,22 @@ BREAKPOINT_NOTE = (
 
 
 def notes_for(
-    input_format: str, hit_cap: str, tokenizers: list[str], provider: str = "vllm", breakpoints_used: bool = False
+    input_format: str, hit_cap: str, tokenizers: list[str], provider: str = "vllm", breakpoints_used: bool = False,
+    scheduled: dict[str, str] | None = None, compute_model: str | None = None,
 ) -> list[str]:
-    """The caveats that apply to a run, printed under the table and kept in JSON."""
-    notes = [SEQUENTIAL_NOTE] if provider == "vllm" else [PROVIDER_NOTE.format(provider=provider)]
+    """The caveats that apply to a run, printed under the table and kept in JSON.
+
+    ``scheduled`` names the cost model's ``shape`` and ``hardware`` when the
+    scheduler ran (``None``: sequential replay).
+    """
+    if provider != "vllm":
+        notes = [PROVIDER_NOTE.format(provider=provider)]
+    elif scheduled is not None:
+        notes = [SCHEDULED_NOTE.format(**scheduled)]
+    else:
+        notes = [SEQUENTIAL_NOTE]
+    if compute_model is not None:
+        notes.append(COMPUTE_NOTE.format(model=compute_model))
     if breakpoints_used:
         notes.append(BREAKPOINT_NOTE.format(provider=provider if provider == "anthropic" else "openai (GPT-5.6 and later)"))
     if hit_cap == "none":
@@ -71,13 +92,16 @@ class ReplayReport:
     billing: BilledComparison | None = None
     provider: str = "vllm"
     warnings: list[str] | None = None
+    scheduler: dict[str, Any] | None = None  # LatencyReport.section(); None in sequential replay
+    compute: dict[str, Any] | None = None  # --compute: model, pool, wall-clock figures
+    verify: dict[str, Any] | None = None  # --verify: {"requests", "max_rel_err"}
 
     def summary(self) -> dict[str, Any]:
         t = self.hit_rates.total
         return {
             "trace": self.trace,
             "input_format": self.input_format,
-            "mode": "sequential",
+            "mode": "scheduled" if self.scheduler is not None else "sequential",
             "requests": t.requests,
             "prompt_tokens": t.prompt_tokens,
             "cached_tokens": t.cached_tokens,
@@ -100,6 +124,9 @@ class ReplayReport:
             "engine": self.implementation,
             "provider": self.provider,
             "definitions": DEFINITIONS,
+            "scheduler": self.scheduler,
+            "compute": self.compute,
+            "verify": self.verify,
             "notes": self.notes,
             "warnings": self.warnings or [],
         }

@@ -34,6 +34,10 @@ def _quiet_broken_pipe() -> None:
     raise typer.Exit(0)
 
 
+def _fmt_seconds(v: float) -> str:
+    return f"{v * 1000:.1f} ms" if v < 1 else f"{v:.2f} s"
+
+
 def _fmt_rate(x: float) -> str:
     return f"{x:.4f} ({x * 100:.1f}%)"
 
@@ -111,6 +115,27 @@ class Output:
         else:
             t.add_row("provider", s["provider"], "hosted cache rules from engine/data/providers.json")
             t.add_row("expired entries", f"{s['evicted_blocks']:,}", "entries pruned after their TTL (swept every 5 min of trace time)")
+        sched = s.get("scheduler")
+        if sched is not None:
+            hw = f"{sched['cost_model_shape']} on {sched['hardware']} (roofline, simulated)"
+            for key, label in (("ttft_s", "TTFT"), ("e2e_s", "end-to-end")):
+                p = sched[key]
+                if p is not None:
+                    t.add_row(f"{label} p50/p90/p99", " / ".join(_fmt_seconds(p[k]) for k in ("p50", "p90", "p99")), hw)
+            t.add_row("preemptions", f"{sched['preemptions']:,}", "recompute preemptions when blocks ran out")
+            kv_bytes = sched["peak_kv_bytes"]
+            t.add_row("peak KV in use", f"{sched['peak_kv_blocks']:,} blocks" + (f" ({kv_bytes / 2**30:.2f} GiB)" if kv_bytes else ""),
+                      f"held by running requests ({sched['cost_model_shape']} KV shape)")
+            if sched["prefill_compute_saved_gpu_s"] is not None:
+                t.add_row("prefill compute saved", f"{sched['prefill_compute_saved_gpu_s']:,.2f} GPU-s", sched["definitions"]["prefill_compute_saved_gpu_s"])
+        comp = s.get("compute")
+        if comp is not None:
+            t.add_row("model (--compute)", comp["model"], f"{comp['kv_pool_blocks']:,}-block pool, attention: {comp['attn_impl']}")
+            t.add_row("prefill tokens skipped", f"{comp['prefill_tokens_skipped']:,}", "read from cached pages instead of computed")
+            t.add_row("tokens computed", f"{comp['prefill_tokens'] + comp['decode_tokens']:,}", f"{comp['tokens_per_second']:,.0f} tokens/s on this machine")
+        ver = s.get("verify")
+        if ver is not None:
+            t.add_row("verify max rel err", f"{ver['max_rel_err']:.2e}", f"last-prompt-token logits vs an empty-cache recompute, {ver['requests']:,} requests")
         if s["rejected_requests"]:
             t.add_row("rejected requests", f"{s['rejected_requests']:,}", "too large for the whole pool")
         t.add_row("skipped lines", f"{s['skipped_lines']:,}", "malformed lines skipped by --skip-invalid")

@@ -41,6 +41,7 @@ from typing import Protocol
 from kvcache.engine.config import CacheConfig
 from kvcache.engine.cost_model import FixedStepCost, StepCostModel, StepWork
 from kvcache.engine.kv_cache_manager import KVCacheManager
+from kvcache.engine.replay import ReplayStats
 from kvcache.engine.request import Request, RequestResult
 from kvcache.engine.sched_config import SchedulerConfig
 
@@ -126,6 +127,7 @@ class SchedulerStats:
     busy_s: float = 0.0
     makespan_s: float = 0.0
     first_arrival: float | None = None
+    peak_cached_blocks: int = 0  # most distinct hashes cached at once (after a step's allocations)
 
 
 class _Seq:
@@ -163,6 +165,7 @@ class Scheduler:
     """
 
     fast_decode = True
+    implementation = "python"  # the scheduler drives the pure-Python KVCacheManager
 
     def __init__(
         self,
@@ -220,6 +223,12 @@ class Scheduler:
         self._in_flight.add(req.request_id)
         self.waiting.append(_Seq(req))
         return None
+
+    @property
+    def replay_stats(self) -> ReplayStats:
+        """The pool figures in the sequential replayer's terms, for the shared report."""
+        s = self.stats
+        return ReplayStats(self.manager.pool.num_evicted, s.rejected, s.peak_cached_blocks)
 
     def has_unfinished(self) -> bool:
         return bool(self.running or self.waiting)
@@ -350,6 +359,8 @@ class Scheduler:
             stats.peak_waiting = len(waiting)
         if self.kv_blocks_in_use > stats.peak_kv_blocks:
             stats.peak_kv_blocks = self.kv_blocks_in_use
+        if len(mgr.pool.cached) > stats.peak_cached_blocks:
+            stats.peak_cached_blocks = len(mgr.pool.cached)
         if not scheduled:
             # Only a step that preempted every running request schedules nothing;
             # the next step admits from waiting.
