@@ -34,8 +34,11 @@ def _quiet_broken_pipe() -> None:
     raise typer.Exit(0)
 
 
-def _fmt_seconds(v: float) -> str:
-    return f"{v * 1000:.1f} ms" if v < 1 else f"{v:.2f} s"
+def _fmt_seconds(values: list[float]) -> str:
+    """Several durations in one unit: ``8.5/23/26 ms`` or ``1.2/3.4/9.9 s``."""
+    if max(values) < 1:
+        return "/".join(f"{v * 1000:.3g}" for v in values) + " ms"
+    return "/".join(f"{v:.3g}" for v in values) + " s"
 
 
 def _fmt_rate(x: float) -> str:
@@ -121,11 +124,11 @@ class Output:
             for key, label in (("ttft_s", "TTFT"), ("e2e_s", "end-to-end")):
                 p = sched[key]
                 if p is not None:
-                    t.add_row(f"{label} p50/p90/p99", " / ".join(_fmt_seconds(p[k]) for k in ("p50", "p90", "p99")), hw)
+                    t.add_row(f"{label} p50/90/99", _fmt_seconds([p["p50"], p["p90"], p["p99"]]), hw)
             t.add_row("preemptions", f"{sched['preemptions']:,}", "recompute preemptions when blocks ran out")
             kv_bytes = sched["peak_kv_bytes"]
-            t.add_row("peak KV in use", f"{sched['peak_kv_blocks']:,} blocks" + (f" ({kv_bytes / 2**30:.2f} GiB)" if kv_bytes else ""),
-                      f"held by running requests ({sched['cost_model_shape']} KV shape)")
+            t.add_row("peak KV in use", f"{sched['peak_kv_blocks']:,}" + (f" ({kv_bytes / 2**30:.2f} GiB)" if kv_bytes else ""),
+                      f"blocks held by running requests (GiB at {sched['cost_model_shape']}'s KV shape)")
             if sched["prefill_compute_saved_gpu_s"] is not None:
                 t.add_row("prefill compute saved", f"{sched['prefill_compute_saved_gpu_s']:,.2f} GPU-s", sched["definitions"]["prefill_compute_saved_gpu_s"])
         comp = s.get("compute")

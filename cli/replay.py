@@ -126,6 +126,8 @@ def replay(
     if kv_memory is None and kv_dtype is not None:
         raise UsageError("--kv-dtype only sizes the pool together with --kv-memory")
     scheduled = provider is ProviderChoice.vllm and not sequential
+    if not scheduled and kv_memory is None and model_shape is not None:
+        raise UsageError("--model-shape sizes the pool with --kv-memory (and prices the scheduler's steps, which --sequential and --provider do not run)")
     if sequential and compute:
         raise UsageError("--compute runs on the scheduler; drop --sequential")
     if (verify or attn_impl is not AttnImpl.auto or model != "tiny-random") and not compute:

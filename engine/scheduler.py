@@ -25,6 +25,12 @@ as :attr:`Request.num_kv_tokens` says. A request preempted after ``g`` outputs
 resumes as a prompt of ``P + g`` tokens: its lookup may hit up to its normal cap
 plus ``g`` (``P + g - 1`` under vLLM's rule).
 
+A conversation's turns cannot overlap: the next turn re-sends the previous
+turn's reply, so it cannot be sent before that reply exists. A request whose
+session still has a request in flight is held back and joins the waiting queue
+when that one finishes (its TTFT and E2E count from then). Requests without a
+session are independent.
+
 Requests are pulled lazily from the input as the clock reaches their arrival, so
 memory follows the requests in flight, not the length of the trace. Results come
 out when requests finish (rejections at arrival), not in arrival order.
@@ -128,16 +134,19 @@ class SchedulerStats:
     makespan_s: float = 0.0
     first_arrival: float | None = None
     peak_cached_blocks: int = 0  # most distinct hashes cached at once (after a step's allocations)
+    held_back: int = 0  # turns that waited for their session's previous turn to finish
 
 
 class _Seq:
     """Scheduler-side state of one request in flight (the Request stays as given)."""
 
     __slots__ = ("req", "length", "target", "generated", "cap", "hit_blocks", "prefill_end",
-                 "high_water", "preemptions", "ttft", "done")
+                 "high_water", "preemptions", "ttft", "done", "reported_id", "ready")
 
-    def __init__(self, req: Request) -> None:
+    def __init__(self, req: Request, reported_id: str | None = None) -> None:
         self.req = req
+        self.reported_id = req.request_id if reported_id is None else reported_id
+        self.ready = req.arrival  # when it could be sent: arrival, or its previous turn's finish
         self.length = req.kv_prompt_tokens  # tokens so far: prompt + outputs generated
         self.target = max(req.output_tokens, 1)
         self.generated = 0
@@ -187,6 +196,8 @@ class Scheduler:
         self.kv_blocks_in_use = 0  # distinct blocks held by running requests
         self._in_flight: set[str] = set()
         self._last_arrival = -math.inf
+        # session -> its turns held back while an earlier turn is in flight
+        self._held: dict[str, deque[_Seq]] = {}
 
     # ------------------------------------------------------------------ arrivals
     def add_request(self, req: Request) -> RequestResult | None:
@@ -197,7 +208,8 @@ class Scheduler:
         than one step's budget (vLLM refuses such a ``max_model_len`` at start-up).
 
         Raises:
-            ValueError: arrivals out of order, or a request id already in flight.
+            ValueError: arrivals out of order. (A request id already in flight is
+                run under a private id; its result keeps the trace's id.)
         """
         if req.arrival < self._last_arrival:
             raise ValueError(
@@ -207,8 +219,15 @@ class Scheduler:
         self._last_arrival = req.arrival
         if self.stats.first_arrival is None:
             self.stats.first_arrival = req.arrival
-        if req.request_id in self._in_flight:
-            raise ValueError(f"request id {req.request_id!r} is already in flight")
+        reported_id = req.request_id
+        if reported_id in self._in_flight:
+            # Traces do repeat ids (two log files, retried calls). The pool and the
+            # executor key state by id, so the repeat runs under a private one and
+            # its result carries the id the trace gave it.
+            k = 2
+            while f"{reported_id}#{k}" in self._in_flight:
+                k += 1
+            req.request_id = f"{reported_id}#{k}"
         kv = req.num_kv_tokens
         usable = self.cache_config.usable_blocks
         if (usable is not None and -(-kv // self.block_size) > usable) or (
@@ -216,12 +235,22 @@ class Scheduler:
         ):
             self.stats.rejected += 1
             blocks = req.kv_prompt_tokens // self.block_size
+            req.request_id = reported_id
             return RequestResult(
-                req.request_id, req.session_id, req.org, req.arrival, req.prompt_tokens, 0, 0, blocks,
+                reported_id, req.session_id, req.org, req.arrival, req.prompt_tokens, 0, 0, blocks,
                 0 if blocks else None, True, req.billed_prompt_tokens, req.billed_cached_tokens,
             )
         self._in_flight.add(req.request_id)
-        self.waiting.append(_Seq(req))
+        seq = _Seq(req, reported_id)
+        session = req.session_id
+        if session is not None:
+            held = self._held.get(session)
+            if held is not None:  # an earlier turn is in flight: wait for its reply
+                held.append(seq)
+                self.stats.held_back += 1
+                return None
+            self._held[session] = deque()
+        self.waiting.append(seq)
         return None
 
     @property
@@ -231,7 +260,7 @@ class Scheduler:
         return ReplayStats(self.manager.pool.num_evicted, s.rejected, s.peak_cached_blocks)
 
     def has_unfinished(self) -> bool:
-        return bool(self.running or self.waiting)
+        return bool(self.running or self.waiting or self._held)
 
     def run(self, requests: Iterable[Request]) -> Iterator[RequestResult]:
         """Schedule ``requests`` (in arrival order) to the end, yielding each result.
@@ -407,7 +436,7 @@ class Scheduler:
                 seq.generated += 1
                 seq.length += 1
                 if seq.generated == 1:
-                    seq.ttft = now - seq.req.arrival
+                    seq.ttft = now - seq.ready
                 if seq.generated >= seq.target:
                     finished.append(self._finish(seq, now))
         stats.prefill_tokens += prefill
@@ -425,6 +454,15 @@ class Scheduler:
         self._in_flight.discard(req.request_id)
         if self.executor is not None:
             self.executor.finish(req)
+        session = req.session_id
+        if session is not None:
+            held = self._held[session]
+            if held:  # the session's next turn can be sent now
+                nxt = held.popleft()
+                nxt.ready = now
+                self.waiting.append(nxt)
+            else:
+                del self._held[session]
         stats = self.stats
         stats.finished += 1
         assert stats.first_arrival is not None
@@ -434,10 +472,10 @@ class Scheduler:
         n_hit = seq.hit_blocks
         blocks = req.kv_prompt_tokens // bs
         return RequestResult(
-            req.request_id, req.session_id, req.org, req.arrival, req.prompt_tokens,
+            seq.reported_id, req.session_id, req.org, req.arrival, req.prompt_tokens,
             min(n_hit * bs, req.prompt_tokens), n_hit, blocks, n_hit if n_hit < blocks else None, False,
             req.billed_prompt_tokens, req.billed_cached_tokens,
-            ttft_s=seq.ttft, e2e_s=now - req.arrival, preemptions=seq.preemptions,
+            ttft_s=seq.ttft, e2e_s=now - seq.ready, preemptions=seq.preemptions,
         )
 
 

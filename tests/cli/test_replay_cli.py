@@ -104,10 +104,13 @@ def test_per_request_bad_suffix_is_usage_error(tmp_path: Path) -> None:
 
 
 def test_table_output_prints_definitions(tmp_path: Path) -> None:
-    r = runner.invoke(app, ["replay", str(two_turns(tmp_path))])
+    r = runner.invoke(app, ["replay", str(two_turns(tmp_path)), "--sequential"])
     assert r.exit_code == 0
     assert "token hit rate" in r.stdout and "cached prompt tokens / prompt tokens" in r.stdout
-    assert "sequential replay" in r.stdout
+    assert "sequential replay" in r.stdout and "TTFT" not in r.stdout
+    r = runner.invoke(app, ["replay", str(two_turns(tmp_path))])
+    assert r.exit_code == 0
+    assert "scheduled replay" in r.stdout and "TTFT p50/90/99" in r.stdout and "preemptions" in r.stdout
 
 
 # ---------------------------------------------------------------- bad input
@@ -221,7 +224,7 @@ def test_arrivals_must_not_go_back_unless_sorted(tmp_path: Path) -> None:
         ["--kv-memory", "80GiB"],
         ["--kv-memory", "lots", "--model-shape", "llama-3.1-8b"],
         ["--kv-memory", "80GiB", "--model-shape", "no-such-model"],
-        ["--model-shape", "llama-3.1-8b"],
+        ["--model-shape", "llama-3.1-8b", "--sequential"],
         ["--kv-blocks", "1"],
         ["--trace-block-size", "64"],
         ["--top", "-1"],

@@ -143,11 +143,25 @@ def test_arrivals_out_of_order_are_refused() -> None:
         list(sched.run(reqs))
 
 
-def test_request_id_already_in_flight_is_refused() -> None:
+def test_a_sessions_next_turn_waits_for_the_previous_reply() -> None:
+    # Both turns arrive at t=0 (a trace without times), but turn 2 re-sends turn 1's
+    # reply, so it is held back until turn 1 finishes, and then hits its blocks.
     sched = scheduler()
-    assert sched.add_request(make_request("A", range(5), outputs(3))) is None
-    with pytest.raises(ValueError, match="in flight"):
-        sched.add_request(make_request("A", range(9)))
+    t1 = make_request("t1", range(8), outputs(5))
+    t2 = make_request("t2", list(range(8)) + list(outputs(5))[:4] + [50, 51, 52])
+    t1.session_id = t2.session_id = "s"
+    first = sched.add_request(t1), sched.add_request(t2)
+    assert first == (None, None)
+    assert [q.req.request_id for q in sched.waiting] == ["t1"]  # t2 is held, not waiting
+    assert sched.stats.held_back == 1
+    results = []
+    while sched.has_unfinished():
+        results.extend(sched.step())
+    assert [r.request_id for r in results] == ["t1", "t2"]
+    # t1 holds 8 + 5 - 1 = 12 KV tokens = 3 full blocks of 4; t2 (15 tokens) hits all 3.
+    assert results[1].cached_tokens == 12
+    # t2's latency counts from t1's finish, when it could first be sent.
+    assert results[1].ttft_s is not None and results[1].ttft_s < results[0].e2e_s
 
 
 def test_scheduler_clock_follows_the_roofline() -> None:
@@ -457,3 +471,22 @@ def test_scheduler_config_defaults_are_vllms() -> None:
     assert (l4.max_num_batched_tokens, l4.max_num_seqs) == (8192, 256)
     with pytest.raises(ConfigError):
         SchedulerConfig.vllm_defaults(0, "", "batch")  # type: ignore[arg-type]
+
+
+def test_repeated_request_ids_run_side_by_side_and_keep_their_ids() -> None:
+    # Two calls with the same id overlap in time (logs repeat ids): both run,
+    # neither's blocks are mixed up with the other's, and both results carry the id.
+    from kvcache.engine.config import CacheConfig
+    from kvcache.engine.hashing import hash_token_blocks
+    from kvcache.engine.request import Request
+    from kvcache.engine.scheduler import Scheduler
+
+    def req(tokens: list[int]) -> Request:
+        keys = hash_token_blocks(tokens, 4, "xxh3_128", None, None)
+        return Request("same", keys, len(tokens), len(tokens), 3, len(tokens) - 1, arrival=0.0)
+
+    s = Scheduler(CacheConfig(block_size=4, num_blocks=64))
+    results = list(s.run([req(list(range(12))), req(list(range(100, 112)))]))
+    assert [r.request_id for r in results] == ["same", "same"]
+    assert sorted(r.cached_tokens for r in results) == [0, 0]
+    assert not s.manager.req_to_blocks
