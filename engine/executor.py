@@ -79,9 +79,14 @@ class ModelExecutor:
         block_size: tokens per block (the engine's).
         verify: recompute every prompt from scratch and compare logits.
         impl: paged-attention implementation (see :func:`kvcache.kernels.paged_attention`).
+        keep_outputs: keep each finished request's generated token ids in
+            :attr:`outputs` (tests and callers that want the text).
     """
 
-    def __init__(self, loaded: Any, num_blocks: int, block_size: int, *, verify: bool = False, impl: str = "auto") -> None:
+    def __init__(
+        self, loaded: Any, num_blocks: int, block_size: int, *, verify: bool = False, impl: str = "auto",
+        keep_outputs: bool = False,
+    ) -> None:
         import torch
 
         from kvcache.engine.model import allocate_kv_caches
@@ -102,6 +107,8 @@ class ModelExecutor:
         self._tokens: dict[str, list[int]] = {}
         self._verified: set[str] = set()
         self._admitted: set[str] = set()  # requests whose first chunk since (re)admission is still to come
+        self.keep_outputs = keep_outputs
+        self.outputs: dict[str, list[int]] = {}  # request id -> tokens after the prompt (keep_outputs)
         self.stats = ComputeStats()
 
     def _parameters(self) -> Any:
@@ -178,8 +185,10 @@ class ModelExecutor:
             self._sample(chunk, logits[row])
 
     def finish(self, request: Request) -> None:
-        """The request is done: forget its tokens."""
-        self._tokens.pop(request.request_id, None)
+        """The request is done: forget its tokens (keep its outputs if asked)."""
+        toks = self._tokens.pop(request.request_id, None)
+        if self.keep_outputs and toks is not None:
+            self.outputs[request.request_id] = toks[request.kv_prompt_tokens :]
         self._verified.discard(request.request_id)
         self._admitted.discard(request.request_id)
 
