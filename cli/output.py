@@ -15,7 +15,8 @@ from kvcache.cli.errors import UsageError
 PER_REQUEST_FIELDS = (
     "request_id", "session_id", "org", "arrival", "prompt_tokens", "cached_tokens",
     "hit_blocks", "blocks", "first_miss_block", "rejected",
-    "billed_prompt_tokens", "billed_cached_tokens", "predicted_cached_billed_tokens",
+    "billed_prompt_tokens", "billed_cached_tokens", "ttft_s", "e2e_s", "preemptions",
+    "predicted_cached_billed_tokens",
 )
 
 

@@ -383,3 +383,15 @@ def test_more_than_four_cache_control_markers_is_a_bad_line(tmp_path: Path) -> N
     trace = write_jsonl(tmp_path / "m.jsonl", [body])
     r = runner.invoke(app, ["replay", str(trace), "--input-format", "anthropic-messages"])
     assert r.exit_code == 1 and ":1: 5 cache_control markers; the API rejects more than 4" in r.stderr
+
+
+def test_per_request_rows_carry_latency_when_scheduled(tmp_path: Path) -> None:
+    trace = str(two_turns(tmp_path))
+    out = tmp_path / "rows.csv"
+    replay_json(trace, "--per-request", str(out))
+    rows = list(csv.DictReader(out.open()))
+    assert all(float(r["ttft_s"]) > 0 and float(r["e2e_s"]) >= float(r["ttft_s"]) for r in rows)
+    assert [r["preemptions"] for r in rows] == ["0", "0"]
+    replay_json(trace, "--per-request", str(out), "--sequential")
+    rows = list(csv.DictReader(out.open()))
+    assert [r["ttft_s"] for r in rows] == ["", ""]
