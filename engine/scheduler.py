@@ -40,101 +40,29 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Iterable, Iterator
 
 from kvcache.engine.config import CacheConfig
 from kvcache.engine.cost_model import FixedStepCost, StepCostModel, StepWork
 from kvcache.engine.kv_cache_manager import KVCacheManager
+from kvcache.engine.latency_stats import LatencySummary, latency_summary, percentile
 from kvcache.engine.replay import ReplayStats
 from kvcache.engine.request import Request, RequestResult
 from kvcache.engine.sched_config import SchedulerConfig
+from kvcache.engine.sched_types import ScheduledBatch, ScheduledChunk, SchedulerStats, StepExecutor
 
-
-@dataclass(slots=True)
-class ScheduledChunk:
-    """One request's share of a step.
-
-    Attributes:
-        request: the request (its ``token_ids`` hold prompt + recorded outputs).
-        start: tokens computed before this step, prefix-cache hits included; the
-            chunk computes positions ``start .. start + num_tokens - 1``.
-        num_tokens: new tokens computed this step (0 only when a lookup hit every
-            token, which a hit cap of ``prompt - 1`` never allows).
-        block_ids: the request's whole block table after this step's allocation.
-        samples: the chunk ends at the request's last token, so a token is sampled
-            from its last position.
-    """
-
-    request: Request
-    start: int
-    num_tokens: int
-    block_ids: list[int]
-    samples: bool
-
-
-@dataclass(slots=True)
-class ScheduledBatch:
-    """What one step runs: handed to :meth:`StepExecutor.execute`.
-
-    Attributes:
-        step: 0-based step index.
-        time: the simulated clock when the step starts (seconds).
-        chunks: running requests first (queue order), then newly admitted ones.
-    """
-
-    step: int
-    time: float
-    chunks: list[ScheduledChunk]
-
-
-class StepExecutor(Protocol):
-    """Runs the model for the scheduler's steps (e.g. a real model on a paged KV cache)."""
-
-    def execute(self, batch: ScheduledBatch) -> None: ...
-
-    def finish(self, request: Request) -> None: ...
-
-    def preempted(self, request: Request) -> None: ...
-
-
-@dataclass(slots=True)
-class SchedulerStats:
-    """Figures gathered while scheduling.
-
-    Attributes:
-        steps, preemptions, rejected, finished: counts.
-        peak_kv_blocks: most distinct blocks held by running requests after a
-            step's allocations (shared hit blocks count once).
-        peak_running, peak_waiting: longest queues seen.
-        prefill_tokens: tokens computed to (re)build prompts, recompute after
-            preemption included; ``decode_tokens`` the one-per-step rest.
-        cached_tokens: prefill tokens skipped thanks to prefix-cache hits, summed
-            over every admission (resumes after preemption included).
-        recomputed_tokens: tokens computed again because a preemption dropped them.
-        evictions: cached hashes dropped when their block was reallocated.
-        busy_s: simulated time spent in steps; ``makespan_s``: first arrival to
-            last finish.
-    """
-
-    steps: int = 0
-    preemptions: int = 0
-    rejected: int = 0
-    finished: int = 0
-    peak_kv_blocks: int = 0
-    peak_running: int = 0
-    peak_waiting: int = 0
-    prefill_tokens: int = 0
-    decode_tokens: int = 0
-    cached_tokens: int = 0
-    recomputed_tokens: int = 0
-    evictions: int = 0
-    busy_s: float = 0.0
-    makespan_s: float = 0.0
-    first_arrival: float | None = None
-    peak_cached_blocks: int = 0  # most distinct hashes cached at once (after a step's allocations)
-    held_back: int = 0  # turns that waited for their session's previous turn to finish
+# The data types and latency helpers live in their own modules; importing them
+# from here keeps working.
+__all__ = [
+    "LatencySummary",
+    "ScheduledBatch",
+    "ScheduledChunk",
+    "Scheduler",
+    "SchedulerStats",
+    "StepExecutor",
+    "latency_summary",
+    "percentile",
+]
 
 
 class _Seq:
@@ -477,54 +405,3 @@ class Scheduler:
             req.billed_prompt_tokens, req.billed_cached_tokens,
             ttft_s=seq.ttft, e2e_s=now - seq.ready, preemptions=seq.preemptions,
         )
-
-
-# ---------------------------------------------------------------------- latency
-def percentile(values: Sequence[float], p: float) -> float:
-    """The nearest-rank ``p``-th percentile: the smallest value with at least
-    ``p`` percent of the values at or below it (``sorted[ceil(p/100 * n) - 1]``).
-
-    Nearest rank always returns an observed value (no interpolation).
-
-    Raises:
-        ValueError: no values, or ``p`` outside (0, 100].
-    """
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 < p <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {p}")
-    ordered = sorted(values)
-    return ordered[max(math.ceil(p * len(ordered) / 100), 1) - 1]
-
-
-@dataclass(slots=True)
-class LatencySummary:
-    """Nearest-rank percentiles of TTFT and E2E over the requests that ran.
-
-    ``ttft_s`` and ``e2e_s`` map ``"p50"``, ``"p90"``, ``"p99"`` (or the levels asked
-    for) to seconds; both are empty when no request ran.
-    """
-
-    count: int
-    ttft_s: dict[str, float] = field(default_factory=dict)
-    e2e_s: dict[str, float] = field(default_factory=dict)
-
-
-def latency_summary(results: Iterable[RequestResult], levels: Sequence[float] = (50, 90, 99)) -> LatencySummary:
-    """Percentiles (:func:`percentile`) of TTFT and E2E; rejected requests are left out."""
-    ttft: list[float] = []
-    e2e: list[float] = []
-    for r in results:
-        if r.rejected or r.ttft_s is None or r.e2e_s is None:
-            continue
-        ttft.append(r.ttft_s)
-        e2e.append(r.e2e_s)
-    out = LatencySummary(len(ttft))
-    if ttft:
-        ttft.sort()
-        e2e.sort()
-        for p in levels:
-            key = f"p{p:g}"
-            out.ttft_s[key] = percentile(ttft, p)
-            out.e2e_s[key] = percentile(e2e, p)
-    return out
