@@ -18,9 +18,8 @@ tokens are read from memory. Prefill is compute-bound and decode memory-bound, t
 roofline picks whichever side is slower.
 
 Parameter counts come from ``engine/data/model_shapes.json`` (hidden, intermediate,
-layers, heads, vocab), for Llama-style decoders: attention q/k/v/o, a SwiGLU MLP
-(gate, up, down), two RMSNorms per layer and a final one. A few facts that file
-does not carry (tied embeddings, MoE experts, biases) are in ``_ARCH_EXTRAS``.
+layers, heads, vocab, tied embeddings, MoE experts, biases, q/k norms), for
+Llama-style decoders: see :mod:`kvcache.engine.model_params`.
 Not modelled: tensor/pipeline parallelism, quantized weights beyond the dtype
 given, sliding-window layers, communication and CUDA-graph padding.
 """
@@ -28,11 +27,24 @@ given, sliding-window layers, communication and CUDA-graph padding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from kvcache.engine.capacity import DTYPE_BYTES, _shape_data, get_model_shape
 from kvcache.engine.errors import ConfigError
 from kvcache.engine.hardware import Hardware, get_hardware
+from kvcache.engine.model_params import ModelParams, model_params
+
+# Parameter counting lives in model_params.py; importing it from here keeps working.
+__all__ = [
+    "CostConfig",
+    "FixedStepCost",
+    "ModelParams",
+    "RooflineCostModel",
+    "StepCost",
+    "StepCostModel",
+    "StepWork",
+    "model_params",
+]
 
 
 @dataclass(slots=True)
@@ -85,89 +97,6 @@ class FixedStepCost:
 
     def step_time(self, work: StepWork) -> float:
         return self.step_s
-
-
-# Per-model facts model_shapes.json does not carry, read from each model's
-# config.json (linked there) and from the transformers modeling code:
-#   tie_word_embeddings: Llama 3.2 1B/3B share the embedding with lm_head.
-#   num_local_experts / num_experts_per_tok: Mixtral's sparse MoE MLP (8 experts, top 2).
-#   qkv_bias: Qwen2 attention has biases on q, k and v (modeling_qwen2.py).
-#   qk_norm: Qwen3 RMS-normalises q and k per head (modeling_qwen3.py).
-_ARCH_EXTRAS: dict[str, dict[str, Any]] = {
-    "llama-3.2-1b": {"tie_word_embeddings": True},
-    "llama-3.2-3b": {"tie_word_embeddings": True},
-    "mixtral-8x7b": {"num_local_experts": 8, "num_experts_per_tok": 2},
-    "qwen2.5-7b": {"qkv_bias": True},
-    "qwen2.5-14b": {"qkv_bias": True},
-    "qwen2.5-32b": {"qkv_bias": True},
-    "qwen2.5-72b": {"qkv_bias": True},
-    "qwen3-8b": {"qk_norm": True},
-}
-
-
-@dataclass(slots=True, frozen=True)
-class ModelParams:
-    """Parameter counts of a decoder, split the way the roofline needs them.
-
-    Attributes:
-        hidden, vocab, num_layers: from the model shape.
-        layer_shared: per-layer parameters every token uses (attention, norms,
-            biases, MoE router).
-        layer_expert: parameters of one MLP (one expert for MoE models).
-        num_experts, experts_per_token: 1 and 1 for dense models.
-        tied: lm_head shares the embedding matrix.
-    """
-
-    hidden: int
-    vocab: int
-    num_layers: int
-    layer_shared: int
-    layer_expert: int
-    num_experts: int
-    experts_per_token: int
-    tied: bool
-
-    @property
-    def embedding(self) -> int:
-        return self.vocab * self.hidden
-
-    @property
-    def body_active(self) -> int:
-        """Parameters one token multiplies through, lm_head and embedding excluded."""
-        return self.num_layers * (self.layer_shared + self.experts_per_token * self.layer_expert) + self.hidden
-
-    @property
-    def total(self) -> int:
-        """Parameters stored (tied embeddings counted once), as model cards report."""
-        layers = self.num_layers * (self.layer_shared + self.num_experts * self.layer_expert)
-        return layers + self.hidden + self.embedding * (1 if self.tied else 2)
-
-
-def model_params(name: str) -> ModelParams:
-    """Derive :class:`ModelParams` for a model in ``model_shapes.json``."""
-    get_model_shape(name)  # unknown names raise ConfigError with the choices
-    key = name.lower()
-    m = _shape_data()["models"][key]
-    extra = _ARCH_EXTRAS.get(key, {})
-    h, hd = m["hidden_size"], m["head_dim"]
-    q, kv = m["num_attention_heads"] * hd, m["num_key_value_heads"] * hd
-    attn = h * q + 2 * h * kv + q * h
-    if extra.get("qkv_bias"):
-        attn += q + 2 * kv
-    if extra.get("qk_norm"):
-        attn += 2 * hd
-    experts = extra.get("num_local_experts", 1)
-    router = h * experts if experts > 1 else 0
-    return ModelParams(
-        hidden=h,
-        vocab=m["vocab_size"],
-        num_layers=m["num_hidden_layers"],
-        layer_shared=attn + 2 * h + router,
-        layer_expert=3 * h * m["intermediate_size"],
-        num_experts=experts,
-        experts_per_token=extra.get("num_experts_per_tok", 1),
-        tied=bool(extra.get("tie_word_embeddings", False)),
-    )
 
 
 @dataclass(slots=True)
