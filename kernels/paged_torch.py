@@ -19,46 +19,46 @@ if TYPE_CHECKING:
 
 # Bytes of attention scores one query tile may hold; bounds prefill memory.
 _SCORE_BUDGET = 64 << 20
+# Decode gathers K (then V) in chunks of about this many bytes: small enough
+# to stay in a core's L2 (2 MiB here) until the matmul reads it.
+DECODE_CHUNK_BYTES = 1 << 20
 
 
 class Workspace:
-    """Gather buffers reused between calls, grown (never shrunk) on demand.
+    """Named scratch buffers reused between calls, grown (never shrunk) on demand.
 
-    One pair of flat buffers per (device, dtype). Not thread-safe: concurrent
+    One flat buffer per (name, device, dtype); ``get`` hands out a contiguous
+    view of the requested shape at its start. Not thread-safe: concurrent
     callers must each use their own ``Workspace``.
     """
 
     def __init__(self) -> None:
-        self._bufs: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._bufs: dict[tuple, torch.Tensor] = {}
 
-    def get(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two contiguous views of ``shape`` (for K and V) into the buffers."""
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+            device: torch.device) -> torch.Tensor:
+        """A contiguous ``shape`` view into buffer ``name``; contents are stale."""
         import torch
 
         n = math.prod(shape)
-        key = (str(device), dtype)
-        bufs = self._bufs.get(key)
-        if bufs is None or bufs[0].numel() < n:
-            grown = max(n, 2 * bufs[0].numel()) if bufs is not None else n
-            bufs = (torch.empty(grown, dtype=dtype, device=device),
-                    torch.empty(grown, dtype=dtype, device=device))
-            self._bufs[key] = bufs
-        return bufs[0][:n].view(shape), bufs[1][:n].view(shape)
+        key = (name, str(device), dtype)
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < n:
+            # Grow geometrically so slowly rising context lengths reallocate rarely.
+            grown = n if buf is None else max(n, 2 * buf.numel())
+            buf = torch.empty(grown, dtype=dtype, device=device)
+            self._bufs[key] = buf
+        return buf[:n].view(shape)
 
     def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for pair in self._bufs.values() for b in pair)
+        return sum(b.numel() * b.element_size() for b in self._bufs.values())
+
+    def pointers(self) -> dict[tuple, int]:
+        """Data pointer of every buffer, to check that calls reuse them."""
+        return {key: buf.data_ptr() for key, buf in self._bufs.items()}
 
 
 DEFAULT_WORKSPACE = Workspace()
-
-
-def _gather(k_cache, v_cache, blocks, ws_k, ws_v):
-    """index_select the sequence's blocks into the workspace views, in place."""
-    import torch
-
-    torch.index_select(k_cache, 0, blocks, out=ws_k)  # ws_k: [n, block_size, Hkv, D]
-    torch.index_select(v_cache, 0, blocks, out=ws_v)
 
 
 def _attend_sequence(q_b, k, v, s: PagedShapes, scale: float, out_b) -> None:
@@ -93,6 +93,63 @@ def _attend_sequence(q_b, k, v, s: PagedShapes, scale: float, out_b) -> None:
         out_b[i0:i1].view(i1 - i0, hkv, g, d).copy_(o.view(hkv, i1 - i0, g, d).transpose(0, 1))
 
 
+def _decode_sequence(q_b, k_cache, v_cache, row, seq_len, s: PagedShapes, chunk_blocks: int,
+                     ws: Workspace, out_b) -> None:
+    """One decode query over its sequence, a chunk of blocks at a time.
+
+    Each chunk is gathered into a small buffer and consumed by the matmul
+    straight away, while it is still in cache; gathering the whole sequence
+    first writes it out to memory and reads it back. Pass 1 computes scores
+    chunk by chunk, pass 2 accumulates ``exp(scores - max) @ V`` chunk by chunk
+    and divides by the softmax sum once at the end::
+
+        scores: [n_chunks, Hkv, group, C]   C = chunk_blocks * block_size
+                 chunk c holds positions c*C .. c*C + C - 1; the last chunk's
+                 tail (past seq_len) is set to -inf so it adds exp() = 0
+
+    Args:
+        q_b: ``[Hq, D]``, already scaled.
+        row: int64 ``[>= n_blocks]`` the sequence's block ids.
+        out_b: ``[Hq, D]``, written in place.
+    """
+    import torch
+
+    bs, hkv, g, d = s.block_size, s.num_kv_heads, s.group, s.head_dim
+    dtype, dev = q_b.dtype, q_b.device
+    n = -(-seq_len // bs)
+    n_chunks, width = -(-n // chunk_blocks), chunk_blocks * bs
+    qh = q_b.view(hkv, g, d)  # [Hkv, group, D]: one matmul serves the group
+    chunk = ws.get("kv", (chunk_blocks, bs, hkv, d), dtype, dev)
+    scores = ws.get("scores", (n_chunks, hkv, g, width), dtype, dev)
+
+    def gather(cache, c):  # -> [t, Hkv, D], the chunk's valid positions only
+        c0, c1 = c * chunk_blocks, min(n, (c + 1) * chunk_blocks)
+        torch.index_select(cache, 0, row[c0:c1], out=chunk[:c1 - c0])
+        # Slots past seq_len in the last block may hold NaN: slice them off.
+        return chunk[:c1 - c0].view(-1, hkv, d)[:min(seq_len, c1 * bs) - c0 * bs]
+
+    for c in range(n_chunks):
+        k = gather(k_cache, c)
+        torch.bmm(qh, k.permute(1, 2, 0), out=scores[c, :, :, :k.shape[0]])  # [Hkv, group, t]
+    tail = seq_len - (n_chunks - 1) * width
+    if tail < width:
+        scores[-1, :, :, tail:] = float("-inf")
+    # Softmax over (chunk, position) without a contiguous copy; fp32 for stability.
+    probs = scores.float() if dtype != torch.float32 else scores
+    probs.sub_(probs.amax(dim=(0, 3), keepdim=True)).exp_()  # [n_chunks, Hkv, group, C]
+    denom = probs.sum(dim=(0, 3))  # [Hkv, group]
+    acc = ws.get("acc", (hkv, g, d), torch.float32, dev)
+    acc.zero_()
+    for c in range(n_chunks):
+        v = gather(v_cache, c).transpose(0, 1)  # [Hkv, t, D]
+        p = probs[c, :, :, :v.shape[1]]  # [Hkv, group, t]
+        if dtype == torch.float32:
+            acc.baddbmm_(p, v)
+        else:  # low-precision matmul per chunk, fp32 sum across chunks
+            acc += torch.bmm(p.to(dtype), v)
+    out_b.view(hkv, g, d).copy_(acc / denom[:, :, None])
+
+
 def paged_attention_torch(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -102,11 +159,15 @@ def paged_attention_torch(
     cu_seqlens_q: torch.Tensor | None = None,
     scale: float | None = None,
     workspace: Workspace | None = None,
+    decode_chunk_bytes: int | None = DECODE_CHUNK_BYTES,
 ) -> torch.Tensor:
     """Paged attention with torch ops; arguments as in ``kvcache.kernels.paged_attention``.
 
     Args:
-        workspace: gather buffers to reuse; defaults to a module-wide one.
+        workspace: scratch buffers to reuse; defaults to a module-wide one.
+        decode_chunk_bytes: decode gathers this many bytes of K (then V) per
+            step; None gathers each whole sequence first (slower on CPU, kept
+            for comparison in benchmarks/paged_decode.py).
     """
     import torch
 
@@ -115,19 +176,29 @@ def paged_attention_torch(
     ws = DEFAULT_WORKSPACE if workspace is None else workspace
     out = torch.empty_like(q)  # [T, Hq, D]
     bs, hkv, d = s.block_size, s.num_kv_heads, s.head_dim
-    max_len = max(s.seq_lens, default=0)
-    max_blocks = -(-max_len // bs)
-    ws_k, ws_v = ws.get((max_blocks, bs, hkv, d), q.dtype, q.device)
     table = block_table.long()  # index_select wants int64 indices
+    if s.is_decode and decode_chunk_bytes is not None:
+        token_bytes = hkv * d * q.element_size()
+        chunk_blocks = max(1, decode_chunk_bytes // (token_bytes * bs))
+        # No larger than the longest sequence: short batches keep a small buffer.
+        chunk_blocks = min(chunk_blocks, max(1, -(-max(s.seq_lens, default=0) // bs)))
+        q_scaled = q * scale  # [B, Hq, D]
+        for b, seq_len in enumerate(s.seq_lens):
+            _decode_sequence(q_scaled[b], k_cache, v_cache, table[b], seq_len, s, chunk_blocks,
+                             ws, out[b])
+        return out
     for b, seq_len in enumerate(s.seq_lens):
         q_len = s.q_len(b)
         if q_len == 0:
             continue
         n = -(-seq_len // bs)
-        _gather(k_cache, v_cache, table[b, :n], ws_k[:n], ws_v[:n])
+        ws_k = ws.get("k", (n, bs, hkv, d), q.dtype, q.device)
+        ws_v = ws.get("v", (n, bs, hkv, d), q.dtype, q.device)
+        torch.index_select(k_cache, 0, table[b, :n], out=ws_k)  # [n, block_size, Hkv, D]
+        torch.index_select(v_cache, 0, table[b, :n], out=ws_v)
         # Slots past seq_len in the last block are never read (may hold NaN).
-        k = ws_k[:n].view(n * bs, hkv, d)[:seq_len]  # [L, Hkv, D]
-        v = ws_v[:n].view(n * bs, hkv, d)[:seq_len]
+        k = ws_k.view(n * bs, hkv, d)[:seq_len]  # [L, Hkv, D]
+        v = ws_v.view(n * bs, hkv, d)[:seq_len]
         start = s.q_starts[b]
         _attend_sequence(q[start:start + q_len], k, v, s, scale, out[start:start + q_len])
     return out

@@ -118,16 +118,18 @@ def test_junk_past_the_used_blocks_is_allowed():
 
 def test_workspace_is_reused_then_grown():
     ws = Workspace()
-    small = make_paged_case([16, 3], num_q_heads=4, num_kv_heads=2, head_dim=8, block_size=4)
-    ref = kernels.reference_paged_attention(*small.args())
-    for _ in range(2):
+    for q_lens in (None, [3, 2]):  # the decode path and the prefill path
+        small = make_paged_case([16, 3], q_lens, num_q_heads=4, num_kv_heads=2, head_dim=8,
+                                block_size=4)
+        ref = kernels.reference_paged_attention(*small.args())
         out = paged_attention_torch(*small.args(), workspace=ws)
         assert relative_error(out, ref) <= 1e-5
-    size, ptr = ws.nbytes(), ws.get((1,), torch.float32, torch.device("cpu"))[0].data_ptr()
-    assert size > 0
-    paged_attention_torch(*small.args(), workspace=ws)
-    assert ws.nbytes() == size, "same shapes must not allocate"
-    assert ws.get((1,), torch.float32, torch.device("cpu"))[0].data_ptr() == ptr
+        size, ptrs = ws.nbytes(), ws.pointers()
+        assert size > 0
+        out = paged_attention_torch(*small.args(), workspace=ws)
+        assert relative_error(out, ref) <= 1e-5
+        assert ws.nbytes() == size and ws.pointers() == ptrs, "same shapes must not allocate"
+    size = ws.nbytes()
     big = make_paged_case([64], num_q_heads=4, num_kv_heads=2, head_dim=8, block_size=4)
     out = paged_attention_torch(*big.args(), workspace=ws)
     assert ws.nbytes() > size

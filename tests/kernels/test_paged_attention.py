@@ -123,3 +123,21 @@ def test_reference_follows_block_order():
                                           case.seq_lens, cu)
     assert relative_error(a, b) > 1e-2
     assert torch.isfinite(ref).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("chunk_blocks", [1, 3, None])
+@pytest.mark.parametrize("block_size", [1, 16])
+def test_decode_chunking(dtype, chunk_blocks, block_size):
+    # The default chunk (1 MiB) covers these tiny sequences whole; force
+    # several chunks, a partial last chunk, and the unchunked path.
+    from kvcache.kernels.paged_torch import paged_attention_torch
+
+    case = make_paged_case([1, 4 * block_size, 7 * block_size + 5], num_q_heads=8,
+                           num_kv_heads=2, head_dim=HEAD_DIM, block_size=block_size, dtype=dtype)
+    token_bytes = 2 * HEAD_DIM * case.q.element_size()
+    chunk = None if chunk_blocks is None else chunk_blocks * block_size * token_bytes
+    out = paged_attention_torch(*case.args(), decode_chunk_bytes=chunk)
+    assert torch.isfinite(out).all()
+    err = relative_error(out, kernels.reference_paged_attention(*case.args()))
+    assert err <= TOL[dtype]
