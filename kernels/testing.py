@@ -33,7 +33,11 @@ class PagedCase:
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """``max|out - ref| / max|ref|``, in float64; inf if out has a NaN."""
+    """``max|out - ref| / max|ref|``, in float64; inf if out has a NaN, 0 if empty."""
+    if out.shape != ref.shape:
+        raise ValueError(f"shapes differ: {tuple(out.shape)} vs {tuple(ref.shape)}")
+    if ref.numel() == 0:
+        return 0.0
     diff = (out.double() - ref.double()).abs().max()
     if diff.isnan():
         return float("inf")

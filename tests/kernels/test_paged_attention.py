@@ -14,6 +14,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
 from kvcache import kernels  # noqa: E402
 from kvcache.kernels.testing import make_paged_case, relative_error  # noqa: E402
 
@@ -141,3 +144,24 @@ def test_decode_chunking(dtype, chunk_blocks, block_size):
     assert torch.isfinite(out).all()
     err = relative_error(out, kernels.reference_paged_attention(*case.args()))
     assert err <= TOL[dtype]
+
+
+@st.composite
+def _batches(draw):
+    """Random batches: lengths, chunk sizes, block size, GQA ratio."""
+    block_size = draw(st.sampled_from([1, 2, 5, 16]))
+    n = draw(st.integers(1, 4))
+    seq_lens = draw(st.lists(st.integers(1, 40), min_size=n, max_size=n))
+    decode = draw(st.booleans())
+    q_lens = None if decode else [draw(st.integers(0, L)) for L in seq_lens]
+    group = draw(st.sampled_from([1, 2, 4]))
+    return seq_lens, q_lens, block_size, group, draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=30, deadline=None)
+@given(_batches())
+def test_torch_matches_reference_on_random_batches(batch):
+    seq_lens, q_lens, block_size, group, seed = batch
+    case = make_paged_case(seq_lens, q_lens, num_q_heads=2 * group, num_kv_heads=2, head_dim=8,
+                           block_size=block_size, seed=seed)
+    _check("torch", case, torch.float32)
