@@ -13,8 +13,13 @@ Layout (vLLM)::
 
     sequence b, seq_len = 7, q_len = 3, block_size = 4, block_table[b] = [5, 2]
     logical pos :  0  1  2  3 | 4  5  6  .
-    physical    :  block 5    | block 2    (slot 7 of the pair is unused)
+    physical    :  block 5    | block 2    (block 2's last slot is unused)
     query 0 sees 0..4, query 1 sees 0..5, query 2 sees 0..6  (bottom-right causal)
+
+One layer's step::
+
+    store_kv(k_new, v_new, k_cache, v_cache, slot_mapping)  # new tokens first
+    out = paged_attention(q, k_cache, v_cache, block_table, seq_lens, cu_seqlens_q)
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def available_impls() -> list[str]:
     """Implementations that can run here (not counting "auto").
 
     Returns:
-        Names in preference order; empty when torch is not installed.
+        Names, "torch" first; empty when torch is not installed.
     """
     try:
         import torch  # noqa: F401

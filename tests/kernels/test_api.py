@@ -139,3 +139,15 @@ def test_workspace_is_reused_then_grown():
 def test_empty_batch():
     c = make_paged_case([], [], num_q_heads=2, num_kv_heads=1, head_dim=4, block_size=4)
     assert kernels.paged_attention(*c.args()).shape == (0, 2, 4)
+
+
+@pytest.mark.parametrize("q_lens", [None, [2, 9]])
+def test_q_may_be_a_strided_view(q_lens):
+    # A model slices q out of a fused qkv projection: rows are not contiguous.
+    c = make_paged_case([5, 9], q_lens, num_q_heads=4, num_kv_heads=2, head_dim=8, block_size=4)
+    qkv = torch.randn(c.q.shape[0], 4 * 8 + 2 * 2 * 8)
+    qkv[:, :32] = c.q.reshape(c.q.shape[0], 32)
+    q = qkv[:, :32].view(c.q.shape[0], 4, 8)
+    assert not q.is_contiguous()
+    out = kernels.paged_attention(q, *c.args()[1:])
+    assert relative_error(out, kernels.reference_paged_attention(*c.args())) <= 1e-5
