@@ -129,28 +129,35 @@ def _decode_sequence(q_b, k_cache, v_cache, row, seq_len, s: PagedShapes, chunk_
     qh = q_b.view(hkv, g, d)  # [Hkv, group, D]: one matmul serves the group
     chunk = ws.get("kv", (chunk_blocks, bs, hkv, d), dtype, dev)
     scores = ws.get("scores", (n_chunks, hkv, g, width), dtype, dev)
+    # Views and index slices made once per sequence, not per chunk: at ~1 MiB
+    # a chunk, per-op overhead is a visible share of the step.
+    ids = row[:n].split(chunk_blocks)
+    last = seq_len - (n_chunks - 1) * width  # valid positions in the last chunk
+    flat = chunk.view(width, hkv, d)  # [C, Hkv, D]
+    tail = chunk[:len(ids[-1])].view(-1, hkv, d)[:last]  # the last chunk; drops
+    # slots past seq_len in the last block, which may hold NaN
 
-    def gather(cache, c):  # -> [t, Hkv, D], the chunk's valid positions only
-        c0, c1 = c * chunk_blocks, min(n, (c + 1) * chunk_blocks)
-        torch.index_select(cache, 0, row[c0:c1], out=chunk[:c1 - c0])
-        # Slots past seq_len in the last block may hold NaN: slice them off.
-        return chunk[:c1 - c0].view(-1, hkv, d)[:min(seq_len, c1 * bs) - c0 * bs]
-
-    for c in range(n_chunks):
-        k = gather(k_cache, c)
-        torch.bmm(qh, k.permute(1, 2, 0), out=scores[c, :, :, :k.shape[0]])  # [Hkv, group, t]
-    tail = seq_len - (n_chunks - 1) * width
-    if tail < width:
-        scores[-1, :, :, tail:] = float("-inf")
+    k_full, k_tail = flat.permute(1, 2, 0), tail.permute(1, 2, 0)  # [Hkv, D, t]
+    s_chunks = scores.unbind(0)  # n_chunks x [Hkv, group, C]
+    for c, idx in enumerate(ids):
+        torch.index_select(k_cache, 0, idx, out=chunk[:len(idx)])
+        if c < n_chunks - 1:
+            torch.bmm(qh, k_full, out=s_chunks[c])
+        else:
+            torch.bmm(qh, k_tail, out=s_chunks[c][:, :, :last])
+    if last < width:
+        scores[-1, :, :, last:] = float("-inf")  # adds exp() = 0 to the sum
     # Softmax over (chunk, position) without a contiguous copy; fp32 for stability.
     probs = scores.float() if dtype != torch.float32 else scores
     probs.sub_(probs.amax(dim=(0, 3), keepdim=True)).exp_()  # [n_chunks, Hkv, group, C]
     denom = probs.sum(dim=(0, 3))  # [Hkv, group]
     acc = ws.get("acc", (hkv, g, d), torch.float32, dev)
     acc.zero_()
-    for c in range(n_chunks):
-        v = gather(v_cache, c).transpose(0, 1)  # [Hkv, t, D]
-        p = probs[c, :, :, :v.shape[1]]  # [Hkv, group, t]
+    v_full, v_tail = flat.transpose(0, 1), tail.transpose(0, 1)  # [Hkv, t, D]
+    p_chunks = probs.unbind(0)  # n_chunks x [Hkv, group, C]
+    for c, idx in enumerate(ids):
+        torch.index_select(v_cache, 0, idx, out=chunk[:len(idx)])
+        v, p = (v_full, p_chunks[c]) if c < n_chunks - 1 else (v_tail, p_chunks[c][:, :, :last])
         if dtype == torch.float32:
             acc.baddbmm_(p, v)
         else:  # low-precision matmul per chunk, fp32 sum across chunks
