@@ -9,7 +9,9 @@ from __future__ import annotations
 import typer
 
 from kvcache import __version__
+from kvcache.cli.lint import lint
 from kvcache.cli.replay import replay
+from kvcache.cli.rules import rules
 from kvcache.cli.synth import synth
 
 app = typer.Typer(
@@ -42,6 +44,8 @@ def _root(
 
 app.command("replay", no_args_is_help=True)(replay)
 app.command("synth")(synth)
+app.command("lint", no_args_is_help=True)(lint)
+app.command("rules")(rules)
 
 
 def main() -> None:

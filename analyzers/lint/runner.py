@@ -1,7 +1,8 @@
 """Run the rules over inputs: build documents, call rules, collect findings.
 
-This is the library behind ``kvcache lint``; the CLI adds file discovery,
-configuration, output formats and exit codes on top.
+:func:`lint_source` and :func:`lint_document` lint one in-memory input (the
+fixtures' entry point). ``batch.py`` builds ``kvcache lint`` on top: files and
+folders, selection, per-file ignores, ``kvcache: noqa`` and safe fixes.
 """
 
 from __future__ import annotations
