@@ -66,9 +66,8 @@ def lint(
     """
     from pathlib import Path
 
-    from kvcache.analyzers.lint import config as cfg
-    from kvcache.analyzers.lint.batch import LintSettings, lint_paths, rule_catalog
-    from kvcache.analyzers.lint.rule import LintContext
+    from kvcache.analyzers.lint.batch import lint_paths, make_settings
+    from kvcache.analyzers.lint.config import LintConfigError
 
     fmt = output_format.value
     if statistics and fmt in ("sarif", "github"):
@@ -86,35 +85,22 @@ def lint(
             raise UsageError(f"--input-format {kind} applies to files and stdin, and {folders[0]} is a folder "
                              "(folders are walked by file type; --input-format trace reads a folder of agent logs)")
 
-    catalog = rule_catalog()
     try:
-        lint_config = cfg.LintConfig() if isolated else cfg.load_config(Path(config) if config else _nearest_pyproject(paths))
-        layer = cfg.Layer(select=cfg.split_codes(select), extend_select=cfg.split_codes(extend_select) or [],
-                          ignore=cfg.split_codes(ignore) or [])
-        where = lint_config.path or "config"
-        for name, codes in (("select", lint_config.layer.select or []), ("extend-select", lint_config.layer.extend_select),
-                            ("ignore", lint_config.layer.ignore), *(("per-file-ignores", c) for _, c in lint_config.per_file_ignores)):
-            cfg.check_selectors(codes, catalog, f"{where}: [tool.kvcache.lint] {name}")
-        for name, codes in (("--select", layer.select or []), ("--extend-select", layer.extend_select), ("--ignore", layer.ignore)):
-            cfg.check_selectors(codes, catalog, name)
-    except cfg.LintConfigError as e:
+        settings = make_settings(
+            paths, select=select, extend_select=extend_select, ignore=ignore,
+            provider=provider.value if provider else None, model=model,
+            config=None if isolated else (config or "nearest"), fix=fix or diff, raise_rule_errors=debug_enabled(),
+        )
+    except LintConfigError as e:
         if debug_enabled():
             raise
         print(f"kvcache: error: {e}", file=sys.stderr)
         raise typer.Exit(2) from None
-
-    settings = LintSettings(
-        enabled=cfg.resolve(catalog, [lint_config.layer, layer]),
-        config=lint_config,
-        ctx=LintContext(provider=provider.value if provider else lint_config.provider, model=model or lint_config.model),
-        fix=fix or diff,
-        raise_rule_errors=debug_enabled(),
-    )
     run = lint_paths(paths, settings, kind, stdin_name=stdin_filename or "-")
     warn = (lambda m: None) if quiet else (lambda m: print(f"kvcache: warning: {m}", file=sys.stderr))
 
     if diff:
-        _print_diffs(run, warn)
+        _print_diffs(run)
     else:
         fixed = _write_fixes(run, warn, show_fixes) if fix else 0
         _report(run, fmt, output, quiet=quiet, show_fixes=show_fixes, statistics=statistics, fixed=fixed, fix_mode=fix)
@@ -122,26 +108,12 @@ def lint(
         print(f"kvcache: error: {e}", file=sys.stderr)
     if run.errors:
         raise typer.Exit(2)
-    would_change = diff and any(f.fixed is not None for f in run.files)
-    if (run.diagnostics and not diff or would_change) and not exit_zero:
+    failing = any(f.fixed is not None for f in run.files) if diff else bool(run.diagnostics)
+    if failing and not exit_zero:
         raise typer.Exit(1)
 
 
-def _nearest_pyproject(paths: list[str]):  # -> Path | None
-    from pathlib import Path
-
-    from kvcache.analyzers.lint.config import find_pyproject
-
-    real = [os.path.abspath(p) for p in paths if p != "-"]
-    dirs = [p if os.path.isdir(p) else os.path.dirname(p) for p in real]
-    try:
-        start = Path(os.path.commonpath(dirs)) if dirs else Path.cwd()
-    except ValueError:  # different drives
-        start = Path.cwd()
-    return find_pyproject(start)
-
-
-def _print_diffs(run, warn) -> None:
+def _print_diffs(run) -> None:
     from kvcache.analyzers.lint.fixes import changes_prompt, unified_diff
 
     n = 0

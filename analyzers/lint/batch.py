@@ -11,8 +11,10 @@ lost. Writing fixes, output formats and exit codes are the CLI's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from kvcache.analyzers.lint import config as cfg
 from kvcache.analyzers.lint.config import LintConfig, ignored_for
 from kvcache.analyzers.lint.diagnostic import Diagnostic
 from kvcache.analyzers.lint.fixes import fix_text
@@ -96,6 +98,40 @@ class LintRun:
     def diagnostics(self) -> list[Diagnostic]:
         """All findings, most costly first."""
         return sorted((d for f in self.files for d in f.diagnostics), key=Diagnostic.sort_key)
+
+
+def make_settings(
+    paths: list[str], *, select: list[str] | None = None, extend_select: list[str] | None = None,
+    ignore: list[str] | None = None, provider: str | None = None, model: str | None = None,
+    config: str | None = "nearest", fix: bool = False, raise_rule_errors: bool = False,
+) -> LintSettings:
+    """Settings from the command line over ``[tool.kvcache.lint]``.
+
+    ``config`` is a pyproject.toml path, ``"nearest"`` (the one nearest the
+    folder holding ``paths``) or ``None`` (no config file). Selectors may be
+    comma-separated. ``provider`` and ``model`` win over the file's.
+
+    Raises:
+        LintConfigError: a bad config file or selector (names the file and line).
+    """
+    catalog = rule_catalog()
+    path = cfg.nearest_config(paths) if config == "nearest" else (None if config is None else Path(config))
+    file = cfg.load_config(path)
+    cli = cfg.Layer(select=cfg.split_codes(select) if select else None,
+                    extend_select=cfg.split_codes(extend_select) or [], ignore=cfg.split_codes(ignore) or [])
+    where = f"{file.path}: [tool.kvcache.lint]"
+    for name, codes in (("select", file.layer.select or []), ("extend-select", file.layer.extend_select),
+                        ("ignore", file.layer.ignore), *(("per-file-ignores", c) for _, c in file.per_file_ignores)):
+        cfg.check_selectors(codes, catalog, f"{where} {name}")
+    for name, codes in (("--select", cli.select or []), ("--extend-select", cli.extend_select), ("--ignore", cli.ignore)):
+        cfg.check_selectors(codes, catalog, name)
+    return LintSettings(
+        enabled=cfg.resolve(catalog, [file.layer, cli]),
+        config=file,
+        ctx=LintContext(provider=provider or file.provider, model=model or file.model),
+        fix=fix,
+        raise_rule_errors=raise_rule_errors,
+    )
 
 
 def lint_paths(paths: list[str], settings: LintSettings, input_format: str | None = None,

@@ -94,6 +94,18 @@ def find_pyproject(start: Path) -> Path | None:
     return None
 
 
+def nearest_config(paths: Iterable[str]) -> Path | None:
+    """The pyproject.toml nearest the folder holding every path (stdin counts as the current folder)."""
+    import os
+
+    dirs = [p if os.path.isdir(p) else os.path.dirname(p) for p in (os.path.abspath(x) for x in paths if x != "-")]
+    try:
+        start = Path(os.path.commonpath(dirs)) if dirs else Path.cwd()
+    except ValueError:  # paths on different drives
+        start = Path.cwd()
+    return find_pyproject(start)
+
+
 def load_config(path: Path | None) -> LintConfig:
     """Read ``[tool.kvcache.lint]`` from ``path`` (defaults when ``None`` or absent).
 

@@ -135,13 +135,22 @@ def read_source(src: Source) -> tuple[str, bool]:
 
 
 def write_source(path: str, text: str, bom: bool) -> None:
-    """Write fixed text back byte for byte as it was read (line endings kept, BOM restored)."""
+    """Write fixed text back as it was read (line endings kept, BOM restored), atomically.
+
+    Raises:
+        OSError: the file cannot be written (the original is left as it was).
+    """
     data = (("\ufeff" if bom else "") + text).encode("utf-8")
     tmp = f"{path}.kvcache-fix.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
     try:
-        os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        try:
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+        except OSError:
+            pass
+        os.replace(tmp, path)
     except OSError:
-        pass
-    os.replace(tmp, path)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
