@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from kvcache.analyzers.lint import config as cfg
 from kvcache.analyzers.lint.config import LintConfig, ignored_for
 from kvcache.analyzers.lint.diagnostic import Diagnostic
+from kvcache.analyzers.lint.discover import Source, discover, read_source
 from kvcache.analyzers.lint.fixes import fix_text
 from kvcache.analyzers.lint.rule import LintContext, Rule, all_rules
 from kvcache.analyzers.lint.runner import LintInputError, build_document, lint_trace
@@ -137,7 +137,6 @@ def make_settings(
 def lint_paths(paths: list[str], settings: LintSettings, input_format: str | None = None,
                stdin_name: str = "-") -> LintRun:
     """Lint files and folders (``-`` is stdin); a bad input becomes an error and the rest go on."""
-    from kvcache.analyzers.lint.discover import discover
     from kvcache.analyzers.lint.tokens import install
 
     install()
@@ -151,14 +150,12 @@ def lint_paths(paths: list[str], settings: LintSettings, input_format: str | Non
     return run
 
 
-def lint_one(src: Any, settings: LintSettings) -> FileResult:
-    """Lint one discovered input (a ``discover.Source``).
+def lint_one(src: Source, settings: LintSettings) -> FileResult:
+    """Lint one discovered input.
 
     Raises:
         LintInputError: it cannot be read or parsed, or a rule failed on it.
     """
-    from kvcache.analyzers.lint.discover import read_source
-
     if src.kind == "trace":
         return _lint_trace_source(src, settings)
     text, bom = read_source(src)
@@ -209,14 +206,10 @@ def check_text(text: str, kind: str, path: str, settings: LintSettings) -> list[
     return kept
 
 
-def _lint_trace_source(src: Any, settings: LintSettings) -> FileResult:
+def _lint_trace_source(src: Source, settings: LintSettings) -> FileResult:
     from kvcache.engine.errors import KVCacheError
 
-    text = None
-    if src.stdin:
-        from kvcache.analyzers.lint.discover import read_source
-
-        text = read_source(src)[0]
+    text = read_source(src)[0] if src.stdin else None
     rules = [r for r in settings.rules_for(src.path) if r.pairs]
     try:
         diags = lint_trace(src.path, rules, settings.ctx, text=text) if rules else []
