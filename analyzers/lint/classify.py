@@ -1,12 +1,29 @@
-"""Why did two consecutive requests stop sharing their prefix?
+"""Why did two requests that should share a prefix stop sharing it?
 
 The cross-request edit classifier, shared by ``kvcache lint`` (trace inputs)
 and the replay analyzers. Given two requests that should share a prefix (the
 previous turn of the same session, or a request of the same org), it finds the
 first divergent token and names the edit.
 
-NOTE: the interface below is fixed; the classification logic and
-``trace_pairs`` are being written (see the lint issue).
+Definitions (prompts are token lists; ``prev`` is the earlier request):
+
+* **first divergent token** ``d``: the index, in the later prompt, of the first
+  token whose cached state the later request cannot reuse: the first token that
+  differs from ``prev``'s prompt, or earlier when a parameter keys the cache (a
+  model switch: 0; see ``classify_kinds.py`` for the others); 0 for a TTL gap.
+* **append-only**: ``d`` is at or past the end of ``prev``'s prompt (its final
+  generation prompt ``<|assistant|>\n`` excepted: the reply replaces it), and
+  no parameter changed. Such pairs are not reported (nor is a TTL gap without
+  a provider).
+* **tokens_recomputed**: the tokens of the later prompt at or after ``d`` that
+  repeat content of ``prev``'s prompt after ``d``, as aligned by
+  ``classify_diff.align`` (whole segments first, then tokens inside a replaced
+  run: common prefix and suffix, and ``difflib`` between them up to 2,000
+  tokens a side). New content and content the edit removed are not counted:
+  it is the work a prefix cache would have saved without the edit.
+
+Heuristics for each :class:`EditKind` are in ``classify_kinds.py`` (structure
+and parameters) and ``classify_text.py`` (timestamps, ids, whitespace, JSON).
 """
 
 from __future__ import annotations
@@ -101,6 +118,71 @@ class RequestPair:
     classification: EditClassification
 
 
+def classify_pair(prev: RequestView, cur: RequestView, relation: str = "session",
+                  ttl: float | None = None) -> EditClassification:
+    """Classify the edit from ``prev`` to ``cur``.
+
+    Args:
+        prev, cur: the earlier and the later request.
+        relation: ``session`` (consecutive turns) or ``org`` (two sessions of an
+            org, compared on their system/tools prefix; a text edit there that
+            is not a timestamp, id, whitespace or JSON change and changes at
+            most 30% of the characters of both texts is ``PER_USER_DATA``).
+        ttl: the provider's cache TTL in seconds; a longer gap between the
+            arrivals is ``TTL_GAP`` (``None``: entries never expire).
+
+    Returns:
+        The classification; ``APPEND_ONLY`` (with ``first_divergent_token`` of
+        ``None`` and nothing recomputed) when ``cur`` loses none of ``prev``'s cache.
+    """
+    from kvcache.analyzers.lint.classify_kinds import classify_views
+
+    return classify_views(prev, cur, relation, ttl)
+
+
 def trace_pairs(path: str, ctx: Any, text: str | None = None) -> Iterator[RequestPair]:
-    """Classified pairs of a trace file (or of JSONL ``text``)."""
-    raise NotImplementedError("trace pair classification is being written")
+    """Classified pairs of a trace file (or of JSONL ``text``), in arrival order.
+
+    Reads any trace ``kvcache replay`` reads, one request at a time; memory is
+    bounded by the sessions in flight (see ``classify_views.py``). Yields:
+
+    * ``session`` pairs: each request against the previous request of its
+      session, when it loses cache (not append-only, or past the TTL of
+      ``ctx.provider``);
+    * ``org`` pairs: the first request of each session (every request, when the
+      trace has no sessions) against the reference prefix of its org and model
+      (the most common system/tools prefix seen at session starts so far), when
+      their system/tools text differs. The classification then covers the
+      prefix only.
+
+    Args:
+        path: the trace file or folder (``text``: the name to report).
+        ctx: a ``LintContext`` (``provider`` sets the TTL; ``model`` stands in
+            for records without one).
+        text: JSONL content to read instead of ``path``; it is written to a
+            temporary file that is removed afterwards.
+
+    Raises:
+        TraceError: the trace cannot be read (``path:line`` and what was expected).
+    """
+    from kvcache.analyzers.lint.classify_views import OrgPrefixes, Sessions, open_trace, to_view, ttl_seconds
+
+    provider, default_model = getattr(ctx, "provider", None), getattr(ctx, "model", None)
+    sessions, orgs = Sessions(), OrgPrefixes()
+    with open_trace(path, text) as stream:
+        for rec in stream.ordered_records():
+            view = to_view(rec, stream, path, default_model)
+            if view is None:
+                continue
+            if text is not None:
+                view.path = path
+            prev, first = sessions.swap(view) if view.session_id is not None else (None, True)
+            if prev is not None:
+                cls = classify_pair(prev, view, "session", ttl_seconds(provider, view))
+                if cls.kind is not EditKind.APPEND_ONLY:
+                    yield RequestPair(prev, view, "session", cls)
+            if first and (ref := orgs.reference(view)) is not None:
+                earlier, earlier_prefix, prefix = ref
+                cls = classify_pair(earlier_prefix, prefix, "org")
+                if cls.kind is not EditKind.APPEND_ONLY:
+                    yield RequestPair(earlier, view, "org", cls)

@@ -40,7 +40,7 @@ from typing import Any
 from kvcache.engine.traces import anthropic_render as ar
 from kvcache.engine.traces import bodies
 from kvcache.engine.traces.bodies import attach_billed
-from kvcache.engine.traces.records import BilledUsage, FieldReader, TraceRecord
+from kvcache.engine.traces.records import BilledUsage, FieldReader, TraceRecord, cache_params, tool_list
 from kvcache.engine.traces.render import RenderError
 
 NAME = bodies.ANTHROPIC
@@ -175,6 +175,8 @@ def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
         billed=anthropic_usage(usage, f),
         cache_ttl=_ttl(env.body, usage),
         breakpoints=marks or None,
+        tools=tool_list(env.body.get("tools")),
+        params=cache_params(env.body),
     )
 
 

@@ -227,6 +227,7 @@ class _Rollout:
             arrival=_epoch(reply[0].timestamp if reply and reply[0].timestamp else stamp), model=self.model,
             segments=segments, output_segments=out or None,
             output_length=usage[2], billed=BilledUsage(prompt_tokens=usage[0], cached_tokens=usage[1]), path=self.path,
+            params={"reasoning_effort": self.effort} if self.effort else None,
         )
         return rec, out
 

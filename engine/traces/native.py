@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvcache.engine.traces.records import FieldReader, TraceRecord
+from kvcache.engine.traces.records import FieldReader, TraceRecord, cache_params, tool_list
 from kvcache.engine.traces.render import RenderError, render_reply, render_segments
 
 NAME = "native"
@@ -37,4 +37,6 @@ def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
         segments=segments,
         output_text=reply,
         output_length=f.count_or_none("output_length"),
+        tools=tool_list(obj.get("tools")),
+        params=cache_params(obj),
     )

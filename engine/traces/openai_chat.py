@@ -44,7 +44,7 @@ from typing import Any
 
 from kvcache.engine.traces import bodies
 from kvcache.engine.traces.bodies import attach_billed
-from kvcache.engine.traces.records import BilledUsage, FieldReader, TraceRecord
+from kvcache.engine.traces.records import BilledUsage, FieldReader, TraceRecord, cache_params, tool_list
 from kvcache.engine.traces.render import RenderError, render_reply, render_segments
 
 NAME = bodies.CHAT
@@ -140,6 +140,8 @@ def parse(obj: dict[str, Any], path: str, line: int) -> TraceRecord:
         output_text=_reply(resp, f),
         output_length=out_len,
         billed=billed,
+        tools=tool_list(tools),
+        params=cache_params(env.body),
     )
 
 

@@ -57,7 +57,7 @@ from typing import Any
 from kvcache.engine.traces import bodies
 from kvcache.engine.traces.bodies import attach_billed
 from kvcache.engine.traces.openai_chat import load_batch_output
-from kvcache.engine.traces.records import FieldReader, Segment, TraceRecord
+from kvcache.engine.traces.records import FieldReader, Segment, TraceRecord, cache_params, tool_list
 from kvcache.engine.traces.render import GENERATION_PROMPT, RenderError
 from kvcache.engine.traces.responses_render import (
     MODEL_ITEM_TYPES, OUTPUT_ITEM_TYPES, body, render_item, render_prefix, render_reply_items,
@@ -229,5 +229,5 @@ class Parser:
             segments=[*prefix, *kept, GENERATION_PROMPT],
             output_segments=_reply(out),
             output_length=FieldReader(usage, path, line).count_or_none("output_tokens") if isinstance(usage, dict) else None,
-            billed=billed,
+            billed=billed, tools=tool_list(env.body.get("tools")), params=cache_params(env.body),
         )

@@ -75,6 +75,10 @@ class TraceRecord:
     says (Claude Code's usage splits writes into ``ephemeral_5m``/``ephemeral_1h``).
     ``breakpoints`` lists the segments whose end carries a cache breakpoint
     (Anthropic's ``cache_control``); ``None`` means automatic caching.
+    ``tools`` is the request's tool definitions as given (``None`` when the
+    format does not carry them); ``params`` the request parameters that key the
+    provider's cache besides the prompt (see :func:`cache_params`). Both are
+    read by ``kvcache lint`` to name what changed between two requests.
     """
 
     line: int
@@ -96,6 +100,26 @@ class TraceRecord:
     path: str | None = None
     cache_ttl: str | None = None
     breakpoints: list[int] | None = None
+    tools: list[Any] | None = None
+    params: dict[str, Any] | None = None
+
+
+# Request parameters that invalidate (part of) a provider's cache when they
+# change between turns, although they are not rendered into the prompt.
+CACHE_PARAM_KEYS: tuple[str, ...] = (
+    "thinking", "reasoning", "reasoning_effort", "output_config", "speed", "tool_choice",
+)
+
+
+def cache_params(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The :data:`CACHE_PARAM_KEYS` a request body sets (as given), or ``None``."""
+    found = {k: body[k] for k in CACHE_PARAM_KEYS if body.get(k) is not None}
+    return found or None
+
+
+def tool_list(tools: Any) -> list[Any] | None:
+    """``tools`` when it is a non-empty list (what the renderers accept), else ``None``."""
+    return tools if isinstance(tools, list) and tools else None
 
 
 class FieldReader:
