@@ -31,6 +31,7 @@ PARAM_SCOPE = {"reasoning": "all", "reasoning_effort": "all", "speed": "system",
                "thinking": "messages", "tool_choice": "messages"}
 _TEXT_KINDS = {"whitespace": K.WHITESPACE_ONLY, "json": K.JSON_KEY_ORDER, "thinking": K.REASONING_STRIPPED,
                "image": K.TOOL_CHOICE_OR_IMAGES, "timestamp": K.TIMESTAMP_DRIFT, "random_id": K.RANDOM_ID}
+_HISTORY = (K.HISTORY_REWRITTEN, K.HISTORY_TRUNCATED)
 PER_USER_SHARE = 0.3  # an org prefix edit changing at most this share of both texts' characters is per-user data
 
 
@@ -178,6 +179,8 @@ def classify_views(prev: RequestView, cur: RequestView, relation: str = "session
     if ttl_gap:
         kinds.append(K.TTL_GAP)
     d, _, main, detail = found[0] if found else (0, 0, K.TTL_GAP, ttl_detail(gap, ttl))  # type: ignore[arg-type]
+    if main in _HISTORY:  # a compaction is one rewrite and many drops: name them together
+        detail = ", ".join(dict.fromkeys(f[3] for f in found if f[2] in _HISTORY))
     return EditClassification(main, d, segment_at(p.cs, d), al.repeated, detail, [k for k in kinds if k != main])
 
 
