@@ -13,8 +13,8 @@ named on the command line and for stdin):
 =================================  =========
 
 A folder is walked recursively, in sorted order, skipping hidden folders,
-``.venv``, ``venv``, ``node_modules`` and ``__pycache__``, and files whose kind
-the name does not tell. A folder given with ``--input-format trace`` is one
+``.venv``, ``venv``, ``node_modules``, ``__pycache__``, ``site-packages``,
+``build`` and ``dist``, and files whose kind the name does not tell. A folder given with ``--input-format trace`` is one
 trace instead (a folder of agent logs, as ``kvcache replay`` reads it).
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from kvcache.analyzers.lint.config import LintConfig, is_excluded
 from kvcache.analyzers.lint.runner import KIND_BY_SUFFIX, LintInputError
 
-SKIP_DIRS = frozenset({".venv", "venv", "node_modules", "__pycache__"})
+SKIP_DIRS = frozenset({".venv", "venv", "node_modules", "__pycache__", "site-packages", "build", "dist"})
 SUFFIXES = ", ".join(sorted({*KIND_BY_SUFFIX, ".traj", ".jsonl.gz"} - {".gz"}))
 
 

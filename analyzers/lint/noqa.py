@@ -11,7 +11,8 @@ Where the marker may sit:
 
 A directive suppresses findings on its line: those that start there and, for a
 finding spanning lines (a triple-quoted string), those that end there. A bare
-``kvcache: noqa`` suppresses every code.
+``kvcache: noqa`` suppresses every code. A marker right after a backtick or a
+quote is a mention (docs that explain the syntax), not a directive.
 
 Directives that suppress nothing are reported as ``KV000 unused-noqa`` (the
 runner's own code; rules are KV1xx-KV5xx), like ruff's RUF100.
@@ -34,6 +35,7 @@ UNUSED_NOQA = "KV000"
 # "kvcache: noqa", optionally followed by ": CODE[, CODE ...]".
 NOQA_RE = re.compile(r"kvcache:\s*noqa(?P<colon>:\s*(?P<codes>[A-Za-z]+\d+(?:\s*,?\s*[A-Za-z]+\d+)*)?)?", re.I)
 CODE_RE = re.compile(r"[A-Za-z]+\d+")
+QUOTES = "`'\""
 
 
 @dataclass(slots=True)
@@ -102,6 +104,8 @@ def directives(doc: LintDocument) -> list[Directive]:
     out = []
     for start, end in spans:
         for m in NOQA_RE.finditer(text, start, end):
+            if m.start() > 0 and text[m.start() - 1] in QUOTES:
+                continue  # `kvcache: noqa` quoted in prose or a comment is a mention, not a directive
             codes: tuple[str, ...] | None = None
             if m.group("colon"):
                 raw = m.group("codes") or ""

@@ -25,7 +25,7 @@ def test_gzip_other_than_jsonl_is_a_trace_only_when_named() -> None:
 
 def test_walk_skips_hidden_and_tool_folders_sorted(tmp_path: Path) -> None:
     for rel in ("b.txt", "a/z.j2", "a/y.json", ".git/x.txt", "venv/x.txt", "a/node_modules/x.txt",
-                "a/__pycache__/x.py", "a/.hidden.txt", "a/notes.csv"):
+                "a/__pycache__/x.py", "a/.hidden.txt", "a/notes.csv", "build/lib/x.py", "dist/x.txt"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
     sources, errors = discover([str(tmp_path)])

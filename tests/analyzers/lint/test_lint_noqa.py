@@ -24,6 +24,11 @@ def test_directive_forms() -> None:
     assert (d[0].col, d[0].end_col) == (6, 26)
 
 
+def test_quoted_marker_is_a_mention() -> None:
+    assert directives(doc("Use `kvcache: noqa` or \"kvcache: noqa: KV101\" in a comment.\n")) == []
+    assert directives(doc('x = 1  # the "kvcache: noqa" syntax\n', "python")) == []
+
+
 def test_directive_with_colon_but_no_codes() -> None:
     (d,) = directives(doc("x kvcache: noqa: because\n"))
     assert d.codes == ()
