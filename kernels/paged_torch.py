@@ -49,7 +49,9 @@ class Workspace:
         import torch
 
         n = math.prod(shape)
-        key = (name, str(device), dtype)
+        # Buffers made under torch.inference_mode() are inference tensors, which
+        # cannot be written outside it: keep one set per mode.
+        key = (name, str(device), dtype, torch.is_inference_mode_enabled())
         buf = self._bufs.get(key)
         if buf is None or buf.numel() < n:
             # Grow geometrically so slowly rising context lengths reallocate rarely.

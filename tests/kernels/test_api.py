@@ -151,3 +151,15 @@ def test_q_may_be_a_strided_view(q_lens):
     assert not q.is_contiguous()
     out = kernels.paged_attention(q, *c.args()[1:])
     assert relative_error(out, kernels.reference_paged_attention(*c.args())) <= 1e-5
+
+
+def test_workspace_made_in_inference_mode_is_not_reused_outside_it() -> None:
+    # The --compute executor calls the kernels under torch.inference_mode(); a
+    # later ordinary call must not write into those inference-tensor buffers.
+    import torch
+
+    case = make_paged_case([20], [4], num_q_heads=2, num_kv_heads=1, head_dim=8, block_size=4)
+    with torch.inference_mode():
+        inside = kernels.paged_attention(*case.args(), impl="torch")
+    outside = kernels.paged_attention(*case.args(), impl="torch")
+    assert torch.equal(inside, outside)
