@@ -110,7 +110,10 @@ import sys, time
 t0 = time.perf_counter()
 from kvcache.cli.main import app
 t1 = time.perf_counter()
-import typer._adapters  # what typer>=0.29 imports (pydantic) to convert the first non-flag argument
+try:
+    import typer._adapters  # what typer>=0.29 imports (pydantic) to convert the first non-flag argument
+except ImportError:  # typer < 0.29 (what kvcache pins) has no adapters
+    pass
 t2 = time.perf_counter()
 from kvcache.analyzers.lint.batch import LintSettings, lint_paths, rule_catalog
 catalog = rule_catalog()
