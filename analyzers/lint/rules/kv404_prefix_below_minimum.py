@@ -32,9 +32,11 @@ class PrefixBelowMinimum(Rule):
       automatic caching follow a growing conversation, so they are not
       reported.
     - OpenAI (``--provider openai``, or a Chat/Responses body): the whole
-      prompt of a body that sets ``prompt_cache_key`` or
-      ``prompt_cache_retention`` (info: caching is automatic, the key just
-      has no effect).
+      prompt of a body that asks for extended retention
+      (``prompt_cache_retention``), info: caching is automatic, the retention
+      just has no effect. A ``prompt_cache_key`` alone is not reported:
+      clients rightly send one on every request of a conversation, short
+      first turns included.
 
     Tokens are counted with cl100k_base, an approximation of the provider's
     tokenizer; prefixes within 10% of the minimum, or holding images or
@@ -107,7 +109,7 @@ class PrefixBelowMinimum(Rule):
         )
 
     def _openai(self, doc: LintDocument, minimum: int) -> Iterator[Diagnostic]:
-        key = next((k for k in ("prompt_cache_key", "prompt_cache_retention") if doc.body.get(k) is not None), None)
+        key = "prompt_cache_retention" if doc.body.get("prompt_cache_retention") is not None else None
         span = doc.span_of(key) if key else None
         if span is None:
             return
