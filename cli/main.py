@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from kvcache import __version__
+from kvcache.cli.bench import bench
 from kvcache.cli.lint import lint
 from kvcache.cli.replay import replay
 from kvcache.cli.rules import rules
@@ -46,6 +47,7 @@ app.command("replay", no_args_is_help=True)(replay)
 app.command("synth")(synth)
 app.command("lint", no_args_is_help=True)(lint)
 app.command("rules")(rules)
+app.command("bench")(bench)
 
 
 def main() -> None:
