@@ -292,3 +292,21 @@ def test_power_monitor_from_the_real_nvml_module_says_why_not():
     if mon is not None:
         pytest.skip("NVML measures power here")
     assert power["measured"] is False and "NVML" in power["reason"]
+
+
+def test_progress_bar_only_on_a_terminal_and_not_when_quiet(monkeypatch):
+    import io
+
+    from kvcache.cli import bench as bench_cli
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for quiet, tty, shown in [(False, True, True), (True, True, False), (False, False, False)]:
+        err = Terminal() if tty else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        with bench_cli.progress(quiet, 4) as advance:
+            advance(1)
+            advance(3)
+        assert ("4/4" in err.getvalue()) is shown, (quiet, tty)

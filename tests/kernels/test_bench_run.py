@@ -120,3 +120,47 @@ def test_progress_advances_once_per_shape_and_implementation():
 def test_config_rejects_zero_repeats():
     with pytest.raises(ValueError):
         BenchConfig([], repeat=0)
+
+
+def test_gpu_path_graphs_capturable_decode_and_times_with_events(monkeypatch):
+    """The CUDA branch of run_shape, with the CUDA calls replaced by fakes on CPU tensors."""
+    from kvcache.kernels import bench_cases, bench_run
+    from kvcache.kernels.timing import Timing
+
+    real_build = bench_cases.build_case
+    monkeypatch.setattr(bench_run, "build_case", lambda shape, device, seed: real_build(shape, "cpu", seed))
+    captured, timed = [], []
+
+    def capture(fn):  # the paged call syncs with the host; the dense one captures
+        captured.append(fn)
+        return None if len(captured) == 1 else (lambda: "replayed")
+
+    def time_cuda(fn, warmup, repeat, flush):
+        timed.append((fn(), flush))
+        return Timing.of([1e-3] * repeat)
+
+    monkeypatch.setattr(bench_run, "capture_cuda_graph", capture)
+    monkeypatch.setattr(bench_run, "time_cuda", time_cuda)
+    monkeypatch.setattr(bench_run, "synchronize", lambda device: None)
+    mon = FakeMonitor()
+    config = BenchConfig(shapes("decode")[:1], device="cuda", impls=["torch", "dense_sdpa"], energy_s=0.01, **TINY)
+    torch_row, sdpa_row = bench_run.run_shape(config.shapes[0], config.impls, config, {}, mon, flush="FLUSH")
+    assert len(captured) == 2
+    assert not torch_row.cuda_graph and "not CUDA-graph capturable" in torch_row.notes[0]
+    assert sdpa_row.cuda_graph and not sdpa_row.notes
+    assert timed[1] == ("replayed", "FLUSH")  # the dense step is timed from its graph, with the L2 flush
+    assert torch_row.timing.median == 1e-3 and mon.windows == 2
+    assert sdpa_row.energy_steps == 10  # 0.01 s / 1 ms
+
+
+def test_gpu_prefill_is_not_graphed(monkeypatch):
+    from kvcache.kernels import bench_cases, bench_run
+    from kvcache.kernels.timing import Timing
+
+    real_build = bench_cases.build_case
+    monkeypatch.setattr(bench_run, "build_case", lambda shape, device, seed: real_build(shape, "cpu", seed))
+    monkeypatch.setattr(bench_run, "capture_cuda_graph", lambda fn: pytest.fail("prefill captured"))
+    monkeypatch.setattr(bench_run, "time_cuda", lambda fn, w, r, flush: Timing.of([2e-3]))
+    config = BenchConfig(shapes("prefill")[:1], device="cuda", impls=["dense_grouped"], **TINY)
+    [row] = bench_run.run_shape(config.shapes[0], config.impls, config, {})
+    assert row.status == "ok" and not row.cuda_graph and row.timing.median == 2e-3
