@@ -67,23 +67,6 @@ def model_heads(name: str) -> tuple[int, int, int]:
     return int(heads), shape.num_key_value_heads, shape.head_dim
 
 
-def sweep(ops: list[str], dtypes: list[str], batches: list[int], block_sizes: list[int],
-          heads: list[tuple[int, int]], head_dim: int, contexts: list[int], prefill_len: int) -> list[Any]:
-    """Every combination, context innermost; prefill q_len = min(prefill_len or context, context)."""
-    from kvcache.kernels.bench_cases import BenchShape
-
-    shapes = []
-    for op in ops:
-        for dt in dtypes:
-            for b in batches:
-                for bs in block_sizes:
-                    for hq, hkv in heads:
-                        for ctx in contexts:
-                            q = 1 if op == "decode" else min(prefill_len or ctx, ctx)
-                            shapes.append(BenchShape(op, b, ctx, bs, hq, hkv, head_dim, dt, q))
-    return shapes
-
-
 def power_monitor(gpu: bool, cuda_device: int = 0) -> tuple[Any, dict[str, Any]]:
     """The NVML monitor (analyzers/gpu_monitor.py) when it can measure, and the power status."""
     if not gpu:
@@ -219,7 +202,8 @@ def bench(
             import torch
         except ImportError:
             raise KVCacheError(f"kvcache bench needs torch: {TORCH_HINT}") from None
-        from kvcache.kernels.bench_cases import DTYPES, KNOWN_IMPLS, OPS
+        from kvcache.kernels.bench_cases import DTYPES, OPS, sweep_shapes
+        from kvcache.kernels.bench_impls import KNOWN_IMPLS
         from kvcache.kernels.bench_run import EXTRA_IMPLS, BenchConfig, run_bench, total_steps
         from kvcache.kernels.timing import device_info
 
@@ -252,7 +236,7 @@ def bench(
             torch.set_num_threads(threads)
         device = "cuda" if gpu else "cpu"
         config = BenchConfig(
-            shapes=sweep(ops, dtypes, batches, block_sizes, head_pairs, dim, contexts, p_len),
+            shapes=sweep_shapes(ops, dtypes, batches, block_sizes, head_pairs, dim, contexts, p_len),
             device=device, impls=impls, warmup=n_warm, repeat=n_rep, refcheck=refcheck, seed=seed,
             copy_mib=mib, matmul_n=d["matmul_n"], matmul_dtype=d["matmul_dtype"],
             cuda_graphs=cuda_graphs, energy_s=energy_seconds,

@@ -23,17 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bench_cases import (
-    DEFAULT_IMPLS,
-    TOLERANCE,
-    BenchShape,
-    PagedFn,
-    build_case,
-    make_runner,
-    max_rel_err,
-    reference_rows,
-    skip_reason,
-)
+from .bench_cases import TOLERANCE, BenchShape, build_case, max_rel_err, reference_rows
+from .bench_impls import DEFAULT_IMPLS, PagedFn, make_runner, skip_reason
 from .timing import (
     Timing,
     capture_cuda_graph,

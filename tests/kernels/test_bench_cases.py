@@ -13,12 +13,11 @@ from kvcache.kernels.bench_cases import (  # noqa: E402
     BenchShape,
     build_case,
     check_rows,
-    dense_prefill_grouped,
-    make_runner,
     max_rel_err,
     reference_rows,
-    skip_reason,
+    sweep_shapes,
 )
+from kvcache.kernels.bench_impls import dense_prefill_grouped, make_runner, skip_reason  # noqa: E402
 
 
 def shape(op: str = "decode", **kw) -> BenchShape:
@@ -60,6 +59,18 @@ def test_bad_shapes_raise_value_error(kw):
         shape(op, **kw)
 
 
+def test_sweep_is_every_combination_with_context_innermost():
+    shapes = sweep_shapes(["decode", "prefill"], ["fp32"], [1, 2], [16], [(8, 2), (8, 8)], 16, [64, 256],
+                          prefill_len=128)
+    assert len(shapes) == 2 * 2 * 2 * 2
+    assert [s.context for s in shapes[:4]] == [64, 256, 64, 256]
+    assert [s.heads_kv for s in shapes[:4]] == [2, 2, 8, 8]
+    assert {(s.context, s.q_len) for s in shapes if s.op == "prefill"} == {(64, 64), (256, 128)}
+    assert {s.q_len for s in shapes if s.op == "decode"} == {1}
+    full = sweep_shapes(["prefill"], ["fp32"], [1], [16], [(8, 2)], 16, [64, 256])
+    assert [s.q_len for s in full] == [64, 256]
+
+
 # ------------------------------------------------------------------ inputs
 def test_paged_cache_holds_the_contiguous_values_and_nan_elsewhere():
     s = shape(context=37, block_size=16)  # 3 blocks per sequence, the last one partial
@@ -99,12 +110,12 @@ def test_every_cpu_implementation_matches_the_full_oracle(op, q_len, name):
 
 
 def test_grouped_prefill_tiles_agree_with_one_tile(monkeypatch):
-    from kvcache.kernels import bench_cases
+    from kvcache.kernels import bench_impls
 
     c = build_case(shape("prefill", q_len=20))
     q4 = c.q.view(3, 20, 8, 16).transpose(1, 2).contiguous()
     whole = dense_prefill_grouped(q4, c.k, c.v)
-    monkeypatch.setattr(bench_cases, "_SCORE_BUDGET", 4 * 3 * 8 * 37 * 3)  # 3 queries a tile
+    monkeypatch.setattr(bench_impls, "_SCORE_BUDGET", 4 * 3 * 8 * 37 * 3)  # 3 queries a tile
     assert torch.allclose(dense_prefill_grouped(q4, c.k, c.v), whole, atol=1e-6)
 
 

@@ -164,3 +164,21 @@ def test_gpu_prefill_is_not_graphed(monkeypatch):
     config = BenchConfig(shapes("prefill")[:1], device="cuda", impls=["dense_grouped"], **TINY)
     [row] = bench_run.run_shape(config.shapes[0], config.impls, config, {})
     assert row.status == "ok" and not row.cuda_graph and row.timing.median == 2e-3
+
+
+@pytest.mark.parametrize("module", ["timing", "bench_cases", "bench_impls", "bench_run"])
+def test_bench_kernels_import_only_torch_and_kernels(module):
+    import ast
+    from pathlib import Path
+
+    import kvcache.kernels as pkg
+
+    tree = ast.parse((Path(pkg.__file__).parent / f"{module}.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add(node.module)
+    forbidden = {m for m in imported if m.startswith(("kvcache.", "numpy", "pandas", "matplotlib", "triton"))}
+    assert not forbidden, forbidden
