@@ -54,6 +54,7 @@ def plot_bandwidth(report: dict[str, Any], path: str | Path) -> list[str]:
             ax.axhline(ceiling, color="black", linestyle="--", linewidth=1,
                        label=f"copy ceiling {ceiling:.0f} GB/s")
         ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel("GB/s (bytes moved / median time)")
         ax.set_title(op)
