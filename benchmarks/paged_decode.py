@@ -6,8 +6,13 @@ every variant alike), after each is checked against the float64 oracle:
 * **copy ceiling**: ``dst.copy_(src)`` of ``--copy-mib``; GB/s counts read + write;
 * **contiguous grouped**: K/V as ``[B, Hkv, L, D]``, grouped matmul, no repeat;
 * **contiguous SDPA**: ``scaled_dot_product_attention(enable_gqa=True)``;
-* **paged torch**: ``kvcache.kernels.paged_attention(impl="torch")`` on a
-  cache whose physical blocks are shuffled (gathers ~1 MiB chunks);
+* **paged**: ``kvcache.kernels.paged_attention(impl="torch")`` as it runs by
+  default, on a cache whose physical blocks are shuffled: the fused C kernel
+  (``kvcache.kernels._paged_cpu``) for CPU fp32 when it is built and
+  ``KVCACHE_PURE_TORCH`` is not set, else the torch chunked path;
+* **paged C**: the C kernel called directly (when built, whatever the env);
+* **paged torch chunked**: the torch ops path (``use_c=False``), gathering
+  ~1 MiB chunks of blocks;
 * **paged torch, whole-sequence gather**: the same with each sequence
   gathered whole first (``decode_chunk_bytes=None``);
 * **gather only**: ``index_select(out=)`` of every sequence's K and V into a
@@ -15,7 +20,8 @@ every variant alike), after each is checked against the float64 oracle:
 
 GB/s is bytes of K+V read per step over the median time; "% ceiling" divides
 that by the copy figure. The paged/contiguous ratio uses the best contiguous
-median. Thread count is torch's default unless ``--threads`` is given.
+median. Thread count is torch's default unless ``--threads`` is given; the C
+kernel uses as many pthreads.
 
     python benchmarks/paged_decode.py [--context 4096] [--repeat 15] [--json out.json]
 """
@@ -36,8 +42,14 @@ import torch
 
 from kvcache import kernels
 from kvcache.kernels.dense import dense_decode_grouped, dense_decode_sdpa
-from kvcache.kernels.paged_torch import Workspace, paged_attention_torch
+from kvcache.kernels.paged_torch import (
+    Workspace,
+    c_decode_kernel,
+    decode_c,
+    paged_attention_torch,
+)
 from kvcache.kernels.testing import relative_error
+from kvcache.kernels.validate import check_paged_inputs
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TOL = {"fp32": 1e-5, "fp16": 2e-3, "bf16": 1.5e-2}
@@ -136,14 +148,31 @@ def main() -> None:
             torch.index_select(k_cache, 0, row, out=gather_ws)
             torch.index_select(v_cache, 0, row, out=gather_ws)
 
+    shapes = check_paged_inputs(q, k_cache, v_cache, table, lens, None)
+    try:
+        from kvcache.kernels import _paged_cpu
+    except ImportError:
+        _paged_cpu = None
+    # What paged_attention(impl="torch") runs here by default.
+    default_c = c_decode_kernel(q, k_cache, v_cache, shapes)
+    paged_impl = "torch chunked" if default_c is None else f"c ({default_c.simd()})"
+    c_out = torch.empty_like(q)
+
+    def paged_c():
+        decode_c(_paged_cpu, q, k_cache, v_cache, table, shapes, 1.0 / args.head_dim ** 0.5, c_out)
+        return c_out
+
     variants = {
         "contiguous_grouped": lambda: dense_decode_grouped(q, k, v),
         "contiguous_sdpa": lambda: dense_decode_sdpa(q, k, v),
-        "paged_torch": lambda: kernels.paged_attention(q, k_cache, v_cache, table, lens,
-                                                       impl="torch"),
-        "paged_torch_whole_gather": lambda: paged_attention_torch(
-            q, k_cache, v_cache, table, lens, workspace=ws, decode_chunk_bytes=None),
+        "paged": lambda: kernels.paged_attention(q, k_cache, v_cache, table, lens, impl="torch"),
     }
+    if _paged_cpu is not None and dtype == torch.float32:
+        variants["paged_c"] = paged_c
+    variants["paged_torch_chunked"] = lambda: paged_attention_torch(
+        q, k_cache, v_cache, table, lens, workspace=ws, use_c=False)
+    variants["paged_torch_whole_gather"] = lambda: paged_attention_torch(
+        q, k_cache, v_cache, table, lens, workspace=ws, decode_chunk_bytes=None, use_c=False)
     errors = {}
     for name, fn in variants.items():
         errors[name] = relative_error(fn(), ref)
@@ -170,19 +199,24 @@ def main() -> None:
                          "pct_copy_ceiling": 100 * gbs / copy_gbs,
                          "rel_error": errors.get(name)}
     best = min(("contiguous_grouped", "contiguous_sdpa"), key=lambda n: results[n]["median_ms"])
-    ratio = results["paged_torch"]["median_ms"] / results[best]["median_ms"]
+    ratio = results["paged"]["median_ms"] / results[best]["median_ms"]
+    ratios = {name: results[name]["median_ms"] / results[best]["median_ms"]
+              for name in ("paged", "paged_c", "paged_torch_chunked") if name in results}
 
     print(f"B={args.batch} Hq={args.q_heads} Hkv={args.kv_heads} D={args.head_dim} "
           f"L={args.context} block={args.block_size} {args.dtype}; K+V {kv_bytes / 1e6:.0f} MB; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"copy ceiling: {copy_gbs:.1f} GB/s (read+write, {args.copy_mib} MiB, "
           f"median {copy['median'] * 1e3:.1f} ms)")
+    print(f"paged = paged_attention(impl=\"torch\") default path here: {paged_impl}")
     print(f"{'variant':<26}{'median ms':>10}{'p20':>8}{'p80':>8}{'GB/s':>8}{'% ceil':>8}{'rel err':>10}")
     for name, r in results.items():
         err = "" if r["rel_error"] is None else f"{r['rel_error']:.1e}"
         print(f"{name:<26}{r['median_ms']:>10.1f}{r['p20_ms']:>8.1f}{r['p80_ms']:>8.1f}"
               f"{r['kv_gb_s']:>8.1f}{r['pct_copy_ceiling']:>7.0f}%{err:>10}")
-    print(f"paged_torch / {best}: {ratio:.2f}x (target <= 1.5x)")
+    for name, r in ratios.items():
+        note = " (target <= 1.5x)" if name == "paged" else ""
+        print(f"{name} / {best}: {r:.2f}x{note}")
 
     if args.json:
         report = {
@@ -192,7 +226,8 @@ def main() -> None:
                       "block_size": args.block_size, "dtype": args.dtype, "kv_bytes": kv_bytes},
             "repeat": args.repeat, "warmup": args.warmup,
             "copy_ceiling": {"gb_s": copy_gbs, **{f"{k}_ms": x * 1e3 for k, x in copy.items()}},
-            "results": results, "best_contiguous": best, "paged_over_contiguous": ratio,
+            "paged_impl": paged_impl, "results": results, "best_contiguous": best,
+            "paged_over_contiguous": ratio, "ratios_over_contiguous": ratios,
         }
         args.json.write_text(json.dumps(report, indent=2))
 

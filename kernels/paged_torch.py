@@ -10,14 +10,23 @@ CPU, see kernels.md). GQA never copies K/V per query head: q is viewed as
 * Prefill: per sequence, all its blocks are gathered, then query tiles run
   against them with the bottom-right causal mask.
 
-On this project's 2-core CPU a decode step is still ~1.6-2x the contiguous
-grouped matmul (benchmarks/paged_decode.py): the gather reads every byte the
-matmul reads, so it alone costs about as much as contiguous attention.
+On this project's 2-core CPU a torch decode step is still ~1.6-2x the
+contiguous grouped matmul (benchmarks/paged_decode.py): the gather reads every
+byte the matmul reads, so it alone costs about as much as contiguous attention.
+
+So fp32 decode on CPU goes to the fused C kernel ``kvcache.kernels._paged_cpu``
+(kernels/_paged_cpu.c) when it is built: it reads each block's rows in place
+through the block table with an online softmax, no gather copy. The torch
+chunked path below stays as the fallback and the readable version; it also
+runs when ``KVCACHE_PURE_TORCH=1``, for other dtypes and devices, when the last
+dimension is not contiguous, when autograd must track the call, and on CPUs
+without AVX2+FMA (the kernel's scalar C fallback is slower than torch's ops).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING
 
 from .validate import PagedShapes, check_paged_inputs
@@ -167,6 +176,71 @@ def _decode_sequence(q_b, k_cache, v_cache, row, seq_len, s: PagedShapes, chunk_
     out_b.view(hkv, g, d).copy_(acc / denom[:, :, None])
 
 
+def load_paged_cpu():
+    """The compiled decode kernel module, or None (not built, or ``KVCACHE_PURE_TORCH=1``)."""
+    if os.environ.get("KVCACHE_PURE_TORCH", "") not in ("", "0"):
+        return None
+    try:
+        from . import _paged_cpu
+    except ImportError:
+        return None
+    return _paged_cpu
+
+
+def c_decode_applies(q, k_cache, v_cache, s: PagedShapes) -> bool:
+    """Whether the C kernel can serve this call: CPU fp32 decode, last dims contiguous."""
+    import torch
+
+    if not s.is_decode or s.num_seqs == 0 or q.device.type != "cpu" or q.dtype != torch.float32:
+        return False
+    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        return False
+    # The kernel builds no autograd graph (the torch path refuses such calls too).
+    return not (torch.is_grad_enabled() and (q.requires_grad or k_cache.requires_grad
+                                             or v_cache.requires_grad))
+
+
+def c_decode_kernel(q, k_cache, v_cache, s: PagedShapes):
+    """The ``_paged_cpu`` module when it should serve this call by default, else None.
+
+    It must be built and enabled, the call must suit it (:func:`c_decode_applies`),
+    and it must have SIMD kernels: its scalar C fallback (no AVX2+FMA) is
+    slower than the torch ops.
+    """
+    if not c_decode_applies(q, k_cache, v_cache, s):
+        return None
+    ext = load_paged_cpu()
+    return ext if ext is not None and ext.simd() != "scalar" else None
+
+
+def decode_c(ext, q, k_cache, v_cache, block_table, s: PagedShapes, scale: float, out,
+             threads: int | None = None, **options) -> None:
+    """Decode with the fused C kernel, written into ``out``.
+
+    The kernel reads raw addresses: every tensor must stay alive for the call
+    (they do, as arguments), be on the CPU, fp32 (table int32/int64), and have
+    a contiguous last dimension; ``s`` must come from ``check_paged_inputs``.
+
+    Args:
+        ext: the ``_paged_cpu`` module (:func:`load_paged_cpu`).
+        q: ``[B, Hq, D]``.
+        k_cache, v_cache: ``[num_blocks, block_size, Hkv, D]``.
+        block_table: int32 or int64 ``[B, max_blocks]``.
+        out: ``[B, Hq, D]``, written.
+        threads: worker threads, default ``torch.get_num_threads()``.
+        options: passed to ``ext.decode`` (heads_per_item, tile, prefetch,
+            simd, pool), for tests and benchmarks.
+    """
+    import torch
+
+    table = block_table.contiguous()  # rows table.shape[1] elements apart
+    ext.decode(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), out.data_ptr(),
+               table.data_ptr(), table.element_size(), table.shape[1], s.seq_lens,
+               s.num_blocks, s.num_q_heads, s.num_kv_heads, s.head_dim, s.block_size,
+               q.stride()[:2], k_cache.stride()[:3], v_cache.stride()[:3], out.stride()[:2],
+               scale, torch.get_num_threads() if threads is None else threads, **options)
+
+
 def paged_attention_torch(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -177,6 +251,7 @@ def paged_attention_torch(
     scale: float | None = None,
     workspace: Workspace | None = None,
     decode_chunk_bytes: int | None = DECODE_CHUNK_BYTES,
+    use_c: bool | None = None,
 ) -> torch.Tensor:
     """Paged attention with torch ops; arguments as in ``kvcache.kernels.paged_attention``.
 
@@ -185,6 +260,11 @@ def paged_attention_torch(
         decode_chunk_bytes: decode gathers this many bytes of K (then V) per
             step; None gathers each whole sequence first (slower on CPU, kept
             for comparison in benchmarks/paged_decode.py).
+        use_c: whether CPU fp32 decode may run on the fused C kernel (when it
+            is built and ``KVCACHE_PURE_TORCH`` is not set). None: only if
+            ``workspace`` and ``decode_chunk_bytes`` are left at their defaults,
+            since both configure the torch ops; True: whenever it applies
+            (:func:`c_decode_kernel`); False: never.
     """
     import torch
 
@@ -192,6 +272,14 @@ def paged_attention_torch(
     scale = 1.0 / math.sqrt(s.head_dim) if scale is None else scale
     ws = DEFAULT_WORKSPACE if workspace is None else workspace
     out = torch.empty_like(q)  # [T, Hq, D]
+    if use_c is None:
+        use_c = workspace is None and decode_chunk_bytes == DECODE_CHUNK_BYTES
+    ext = c_decode_kernel(q, k_cache, v_cache, s) if use_c else None
+    if ext is not None:
+        if out.stride(-1) != 1:  # empty_like keeps q's strides
+            out = torch.empty(q.shape, dtype=q.dtype)
+        decode_c(ext, q, k_cache, v_cache, block_table, s, scale, out)
+        return out
     bs, hkv, d = s.block_size, s.num_kv_heads, s.head_dim
     table = block_table.long()  # index_select wants int64 indices
     if s.is_decode and decode_chunk_bytes is not None:
