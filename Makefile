@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 .PHONY: demo test bench install clean
 
 # Rebuilt when the build inputs change (the C extension is compiled in place).
-$(STAMP): pyproject.toml setup.py engine/_seqcache.c
+$(STAMP): pyproject.toml setup.py engine/_seqcache.c kernels/_paged_cpu.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
