@@ -213,9 +213,6 @@ def _lint_trace_source(src: Source, settings: LintSettings) -> FileResult:
     rules = [r for r in settings.rules_for(src.path) if r.pairs]
     try:
         diags = lint_trace(src.path, rules, settings.ctx, text=text) if rules else []
-    except NotImplementedError:
-        raise LintInputError(src.path, None, "linting traces needs the request-pair classifier, "
-                             "which this build does not have yet") from None
     except KVCacheError as e:
         raise LintInputError(getattr(e, "path", src.path), getattr(e, "line", None),
                              getattr(e, "message", str(e))) from None
