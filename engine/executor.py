@@ -166,7 +166,8 @@ class ModelExecutor:
         attn = AttentionMetadata(
             block_table=block_table,  # [B, max_blocks]
             seq_lens=torch.tensor(seq_lens, dtype=torch.int32),  # [B]
-            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32),  # [B + 1]
+            # None when every chunk is one decode token: the kernels' decode path
+            cu_seqlens_q=None if cu[-1] == len(cu) - 1 else torch.tensor(cu, dtype=torch.int32),  # [B + 1]
             slot_mapping=torch.tensor(slots, dtype=torch.int64),  # [T]
         )
         t0 = time.perf_counter()
