@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from kvcache.analyzers.lint.static_python import Module
+from kvcache.analyzers.lint.static_text import find_placeholders, name_is
 
 _SYSTEM_NAME = re.compile(r"^(?:sys(?:tem)?(?:_?(?:prompt|message|msg|text|content|instructions?|preamble))?"
                           r"|instructions?|preamble|developer_(?:prompt|message)|\w*_system_prompt|\w*_instructions)$", re.I)
@@ -204,4 +205,24 @@ def string_parts(node: ast.AST) -> str | None:
         return node.value
     if isinstance(node, ast.JoinedStr) and all(isinstance(v, ast.Constant) for v in node.values):
         return "".join(str(v.value) for v in node.values)  # type: ignore[attr-defined]
+    return None
+
+
+def named_or_templated(node: ast.AST, mod: Module, kind: str, *, last_only: bool = False) -> tuple[str | None, bool] | None:
+    """The part of a rule's ``classify`` that only differs by ``kind``.
+
+    A name or attribute whose words name ``kind`` (``user_name``, ``request_id``),
+    or a string holding a ``kind`` placeholder, is a hit; any other name or string
+    is a value the walker may follow. Returns ``None`` for other nodes, which the
+    rule classifies itself.
+    """
+    if isinstance(node, ast.Attribute | ast.Name):
+        dotted = mod.qualname(node)
+        if dotted and name_is(kind, dotted, last_only=last_only):
+            return f"`{dotted}`", True
+        return None, isinstance(node, ast.Name)
+    text = string_parts(node)
+    if text is not None:
+        found = next(find_placeholders(text, kind), None)
+        return (found[2], True) if found else (None, True)
     return None

@@ -11,9 +11,9 @@ from kvcache.analyzers.lint.diagnostic import Diagnostic
 from kvcache.analyzers.lint.document import LintDocument
 from kvcache.analyzers.lint.rule import LintContext, Rule, register
 from kvcache.analyzers.lint.static_common import pair_findings, prompt_spans
-from kvcache.analyzers.lint.static_flow import flows, string_parts
+from kvcache.analyzers.lint.static_flow import flows, named_or_templated
 from kvcache.analyzers.lint.static_python import Module, module
-from kvcache.analyzers.lint.static_text import find_placeholders, find_random_ids, name_is
+from kvcache.analyzers.lint.static_text import find_placeholders, find_random_ids
 
 _RANDOM_MODULE_FUNCS = frozenset({"random", "randint", "randrange", "choice", "choices", "sample", "getrandbits",
                                   "uniform", "randbytes", "shuffle", "gauss", "triangular"})
@@ -39,16 +39,8 @@ def classify(node: ast.AST, mod: Module) -> tuple[str | None, bool]:
                 or (len(parts) == 2 and parts[0] == "random" and parts[1] in _RANDOM_MODULE_FUNCS)):
             return f"`{mod.source(node)}`", True
         return None, False
-    if isinstance(node, ast.Attribute | ast.Name):
-        dotted = mod.qualname(node)
-        if dotted and name_is("random", dotted):
-            return f"`{dotted}`", True
-        return None, isinstance(node, ast.Name)
-    text = string_parts(node)
-    if text is not None:
-        found = next(find_placeholders(text, "random"), None)
-        return (found[2], True) if found else (None, True)
-    return None, False
+    found = named_or_templated(node, mod, "random")
+    return found if found is not None else (None, False)
 
 
 @register

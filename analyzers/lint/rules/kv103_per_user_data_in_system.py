@@ -12,10 +12,10 @@ from kvcache.analyzers.lint.document import LintDocument
 from kvcache.analyzers.lint.rule import LintContext, Rule, register
 from kvcache.analyzers.lint.static_body import system_strings
 from kvcache.analyzers.lint.static_common import pair_findings, prompt_spans
-from kvcache.analyzers.lint.static_flow import flows, string_parts
+from kvcache.analyzers.lint.static_flow import flows, named_or_templated
 from kvcache.analyzers.lint.static_python import Module, module
 from kvcache.analyzers.lint.static_env import find_user_data
-from kvcache.analyzers.lint.static_text import find_placeholders, name_is
+from kvcache.analyzers.lint.static_text import find_placeholders
 
 _USER_CALLS = frozenset({"os.getcwd", "os.getcwdb", "pathlib.Path.cwd", "pathlib.Path.home", "Path.cwd", "Path.home",
                          "os.path.expanduser", "getpass.getuser", "os.getlogin", "tempfile.mkdtemp"})
@@ -45,16 +45,8 @@ def classify(node: ast.AST, mod: Module) -> tuple[str | None, bool]:
         return None, False
     if isinstance(node, ast.Subscript) and mod.qualname(node.value) == "os.environ" and _env_key(node.slice):
         return f"`{mod.source(node)}`", True
-    if isinstance(node, ast.Attribute | ast.Name):
-        dotted = mod.qualname(node)
-        if dotted and name_is("user", dotted):
-            return f"`{dotted}`", True
-        return None, isinstance(node, ast.Name)
-    text = string_parts(node)
-    if text is not None:
-        found = next(find_placeholders(text, "user"), None)
-        return (found[2], True) if found else (None, True)
-    return None, False
+    found = named_or_templated(node, mod, "user")
+    return found if found is not None else (None, False)
 
 
 @register

@@ -10,10 +10,10 @@ from kvcache.analyzers.lint.document import LintDocument
 from kvcache.analyzers.lint.rule import LintContext, Rule, register
 from kvcache.analyzers.lint.static_body import system_strings
 from kvcache.analyzers.lint.static_common import prompt_spans
-from kvcache.analyzers.lint.static_flow import flows, string_parts
+from kvcache.analyzers.lint.static_flow import flows, named_or_templated
 from kvcache.analyzers.lint.static_python import Module, module
 from kvcache.analyzers.lint.static_env import find_environment
-from kvcache.analyzers.lint.static_text import find_placeholders, name_is
+from kvcache.analyzers.lint.static_text import find_placeholders
 
 _ENV_CALLS = frozenset({"subprocess.run", "subprocess.check_output", "subprocess.getoutput", "subprocess.getstatusoutput",
                         "subprocess.Popen", "os.popen", "os.listdir", "os.scandir", "os.walk", "glob.glob", "glob.iglob"})
@@ -34,16 +34,8 @@ def classify(node: ast.AST, mod: Module) -> tuple[str | None, bool]:
         if q in _ENV_CALLS or q.endswith(_GIT_METHODS) or (attr in _PATH_METHODS and q != "glob.glob"):
             return f"`{mod.source(node)}`", True
         return None, False
-    if isinstance(node, ast.Attribute | ast.Name):
-        dotted = mod.qualname(node)
-        if dotted and name_is("env", dotted, last_only=True):
-            return f"`{dotted}`", True
-        return None, isinstance(node, ast.Name)
-    text = string_parts(node)
-    if text is not None:
-        found = next(find_placeholders(text, "env"), None)
-        return (found[2], True) if found else (None, True)
-    return None, False
+    found = named_or_templated(node, mod, "env", last_only=True)
+    return found if found is not None else (None, False)
 
 
 @register
